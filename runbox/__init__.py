@@ -1,0 +1,1 @@
+"""runbox: a container runtime written from scratch, taught in stages."""
