@@ -1,0 +1,122 @@
+"""A container's own directory under the state root, and its removal.
+
+Each container gets containers/ID/ holding the overlay's upper, work and
+merged directories and an `owner` file naming the runbox process that made
+it.  The overlay itself is mounted inside the container's mount namespace,
+so it disappears with the container's last process; only the directories
+are left for runbox to remove.  If runbox dies before it can (SIGKILL),
+gc() finds directories whose owner is gone and removes them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from runbox import paths
+from runbox.errors import RunboxError
+
+
+@dataclass
+class Bundle:
+    """The on-disk state of one container."""
+
+    id: str
+    dir: Path
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+    @property
+    def merged(self) -> Path:
+        return self.dir / "merged"
+
+
+def _start_time(pid: int) -> str | None:
+    """The start time of pid from /proc, to tell it from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses; fields follow ")".
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def create() -> Bundle:
+    """Make a new container directory owned by this process."""
+    root = paths.containers_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise RunboxError(f"cannot create {root}: {exc.strerror}") from None
+    cid = secrets.token_hex(6)
+    bundle = Bundle(cid, root / cid)
+    bundle.dir.mkdir(mode=0o700)
+    owner = f"{os.getpid()} {_start_time(os.getpid())}\n"
+    (bundle.dir / "owner").write_text(owner)
+    for d in (bundle.upper, bundle.work, bundle.merged):
+        d.mkdir(mode=0o755)
+    return bundle
+
+
+def mounts_under(directory: Path) -> list[str]:
+    """Mount points at or below directory, as this process sees them."""
+    prefix = str(directory).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point == prefix[:-1] or point.startswith(prefix):
+                found.append(point)
+    return found
+
+
+def remove(bundle: Bundle) -> None:
+    """Delete a container's directory, never through a mount.
+
+    If something is still mounted inside it, deleting would reach into
+    that filesystem, perhaps an image or the host, so it is refused.
+    """
+    mounted = mounts_under(bundle.dir)
+    if mounted:
+        raise RunboxError(
+            f"not removing {bundle.dir}: {mounted[0]} is still mounted")
+    shutil.rmtree(bundle.dir, ignore_errors=False)
+
+
+def owner_alive(bundle: Bundle) -> bool:
+    """Whether the runbox process that made this directory still runs."""
+    try:
+        pid_text, start = (bundle.dir / "owner").read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return False
+    return _start_time(pid) == start
+
+
+def gc() -> list[str]:
+    """Remove the directories of containers whose runbox has died.
+
+    Only directories under runbox's own state root are looked at, and only
+    those whose owner process is gone (a reused pid is told apart by its
+    start time).  Returns the ids removed.
+    """
+    root = paths.containers_dir()
+    if not root.is_dir():
+        return []
+    removed = []
+    for entry in sorted(root.iterdir()):
+        bundle = Bundle(entry.name, entry)
+        if entry.is_dir() and not entry.is_symlink() and not owner_alive(bundle):
+            remove(bundle)
+            removed.append(bundle.id)
+    return removed

@@ -1,0 +1,425 @@
+"""The kernel interface: one thin, narrated wrapper per syscall.
+
+Wrappers are named exactly like the syscall and take the man page's
+arguments in the man page's order, plus a keyword-only `why` that the
+narration prints.  Flags are enum.IntFlag values with the kernel header
+names, so a trace shows CLONE_NEWNS|CLONE_NEWPID rather than a number.
+
+Where the stdlib already makes the call well, the wrapper passes through to
+it: os.fork runs Python's after-fork hooks (a raw fork would not), and
+os.execve, os.waitpid, os.chroot and friends already check errors.  Only what
+the stdlib lacks goes through ctypes: unshare, setns, mount, umount2,
+pivot_root and prctl.
+
+A failed call raises OSError with the errno, so PermissionError and friends
+still apply, and with the syscall's name in its strerror and the path as its
+filename.  Where a cause is well known, the error carries it as `hint`.
+
+This module speaks to x86_64 and aarch64 Linux; on another architecture
+pivot_root (which glibc does not wrap) raises an OSError saying so.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import errno
+import os
+import platform
+import socket
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TypeVar
+
+from runbox import trace
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# glibc has no pivot_root(); it is reached through syscall(2) by number.
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
+
+
+class CloneFlag(enum.IntFlag):
+    """Namespace flags for unshare(2), setns(2) and clone(2)."""
+
+    CLONE_NEWTIME = 0x00000080
+    CLONE_NEWNS = 0x00020000
+    CLONE_NEWCGROUP = 0x02000000
+    CLONE_NEWUTS = 0x04000000
+    CLONE_NEWIPC = 0x08000000
+    CLONE_NEWUSER = 0x10000000
+    CLONE_NEWPID = 0x20000000
+    CLONE_NEWNET = 0x40000000
+
+
+class MountFlag(enum.IntFlag):
+    """Flags for mount(2)."""
+
+    MS_RDONLY = 1
+    MS_NOSUID = 2
+    MS_NODEV = 4
+    MS_NOEXEC = 8
+    MS_SYNCHRONOUS = 16
+    MS_REMOUNT = 32
+    MS_NOATIME = 1024
+    MS_BIND = 4096
+    MS_MOVE = 8192
+    MS_REC = 16384
+    MS_SILENT = 32768
+    MS_UNBINDABLE = 1 << 17
+    MS_PRIVATE = 1 << 18
+    MS_SLAVE = 1 << 19
+    MS_SHARED = 1 << 20
+    MS_STRICTATIME = 1 << 24
+
+
+class UmountFlag(enum.IntFlag):
+    """Flags for umount2(2)."""
+
+    MNT_FORCE = 1
+    MNT_DETACH = 2
+    MNT_EXPIRE = 4
+    UMOUNT_NOFOLLOW = 8
+
+
+class PrctlOption(enum.IntEnum):
+    """The prctl(2) options runbox uses."""
+
+    PR_SET_PDEATHSIG = 1
+    PR_GET_PDEATHSIG = 2
+    PR_SET_NAME = 15
+    PR_SET_NO_NEW_PRIVS = 38
+    PR_GET_NO_NEW_PRIVS = 39
+
+
+# The constants under their kernel names, as `from runbox.libc import ...`.
+globals().update(CloneFlag.__members__)
+globals().update(MountFlag.__members__)
+globals().update(UmountFlag.__members__)
+globals().update(PrctlOption.__members__)
+
+# File type bits for mknod(2), as in <sys/stat.h>.
+S_IFCHR = 0o020000
+
+# Likely causes of well-known failures, shown in narration and error lines.
+HINTS: dict[tuple[str, int], str] = {
+    ("unshare", errno.EPERM):
+        "creating namespaces needs CAP_SYS_ADMIN: run as root",
+    ("unshare", errno.EINVAL):
+        "a flag this kernel does not know, or one it refuses here",
+    ("unshare", errno.ENOSPC):
+        "the limit in /proc/sys/user/max_*_namespaces is reached",
+    ("setns", errno.EPERM):
+        "joining a namespace needs CAP_SYS_ADMIN in its owner namespace",
+    ("mount", errno.EPERM):
+        "mounting needs CAP_SYS_ADMIN in the mount namespace's owner",
+    ("mount", errno.ENOENT):
+        "the mount point (or the source) does not exist",
+    ("mount", errno.ENODEV):
+        "this kernel does not know the filesystem type",
+    ("mount", errno.EINVAL):
+        "a bad flag combination, or options the filesystem refuses "
+        "(overlay: upper and work must be on one filesystem that is not "
+        "itself an overlay or a shared folder)",
+    ("mount", errno.EBUSY):
+        "something is already mounted there, or it is in use",
+    ("umount2", errno.EINVAL):
+        "the target is not a mount point",
+    ("umount2", errno.EBUSY):
+        "the mount is in use; MNT_DETACH detaches it lazily",
+    ("pivot_root", errno.EINVAL):
+        "new_root must be a mount point that is not on the current root's "
+        "mount, put_old must be under it, and no mount involved may have "
+        "shared propagation (make / private first)",
+    ("pivot_root", errno.EBUSY):
+        "new_root or put_old is the current root, or something is mounted "
+        "on put_old",
+    ("pivot_root", errno.EPERM):
+        "pivot_root needs CAP_SYS_ADMIN",
+    ("chroot", errno.EPERM):
+        "chroot needs CAP_SYS_CHROOT",
+    ("sethostname", errno.EPERM):
+        "needs CAP_SYS_ADMIN in the UTS namespace's owner",
+    ("execve", errno.ENOENT):
+        "no such file; for a script, its #! interpreter may be missing",
+    ("execve", errno.EACCES):
+        "not a regular file with execute permission, or on a noexec mount",
+    ("execve", errno.ENOEXEC):
+        "not a binary this kernel can run, and no #! line",
+    ("mknod", errno.EPERM):
+        "device nodes need CAP_MKNOD in the initial user namespace",
+    ("fork", errno.ENOMEM):
+        "in a PID namespace whose PID 1 has exited, no process can be "
+        "created",
+}
+
+
+class _Raw(str):
+    """An argument already formatted, printed without quotes."""
+
+
+def _fmt(value: object) -> str:
+    """One argument, as strace would print it."""
+    if isinstance(value, _Raw):
+        return str(value)
+    if value is None:
+        return "NULL"
+    if isinstance(value, enum.Flag):
+        return flag_names(value)
+    if isinstance(value, (str, bytes, os.PathLike)):
+        text = os.fsdecode(value)
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def flag_names(value: enum.Flag) -> str:
+    """CLONE_NEWNS|CLONE_NEWPID, with unknown bits left as hex."""
+    cls = type(value)
+    names = [m.name for m in cls if m.value and (value & m) == m]
+    rest = int(value) & ~sum(int(m) for m in cls if (value & m) == m)
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names) or "0"
+
+
+def _error(name: str, err: int, path: object = None) -> OSError:
+    """An OSError that names the syscall; OSError picks the subclass."""
+    filename = os.fsdecode(path) if path is not None else None
+    exc = OSError(err, f"{name}: {os.strerror(err)}", filename)
+    exc.syscall = name  # type: ignore[attr-defined]
+    exc.hint = HINTS.get((name, err))  # type: ignore[attr-defined]
+    return exc
+
+
+T = TypeVar("T")
+
+
+def _traced(
+    name: str, args: Sequence[object], call: Callable[[], T], *,
+    why: str | None, path: object = None, show: Callable[[T], str] = str,
+) -> T:
+    """Make the call, narrate it, and turn a failure into a named OSError."""
+    text = f"{name}({', '.join(_fmt(a) for a in args)})"
+    try:
+        result = call()
+    except OSError as exc:
+        err = _error(name, exc.errno or errno.EIO, path)
+        code = errno.errorcode.get(err.errno, str(err.errno))
+        trace.call(text, f"-1 {code} ({os.strerror(err.errno)})",
+                   why=why, ok=False, likely=err.hint)  # type: ignore
+        raise err from None
+    trace.call(text, show(result), why=why)
+    return result
+
+
+def _check(name: str, ret: int, path: object = None) -> int:
+    """Raise the errno of a failed libc call (-1), else return ret."""
+    if ret == -1:
+        raise _error(name, ctypes.get_errno() or errno.EIO, path)
+    return ret
+
+
+def _b(value: str | bytes | os.PathLike | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+# --- Processes -----------------------------------------------------------
+
+def fork(*, why: str | None = None) -> int:
+    """fork(2) through os.fork, so Python's after-fork hooks run."""
+    text = "fork()"
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        err = _error("fork", exc.errno or errno.EIO)
+        trace.call(text, f"-1 {errno.errorcode.get(err.errno, '?')}",
+                   why=why, ok=False, likely=err.hint)  # type: ignore
+        raise err from None
+    if pid == 0:
+        trace.set_role("child")
+        trace.call(text, "0", why="this side is the child")
+    else:
+        trace.call(text, str(pid), why=why)
+    return pid
+
+
+def execve(path: str, argv: Sequence[str], envp: dict[str, str], *,
+           why: str | None = None) -> NoReturn:
+    """execve(2): replace this process with path; returns only by raising."""
+    text = f"execve({_fmt(path)}, {_fmt(list(argv))}, [{len(envp)} vars])"
+    trace.before(text, why=why)
+    try:
+        os.execve(path, list(argv), envp)
+    except OSError as exc:
+        err = _error("execve", exc.errno or errno.EIO, path)
+        code = errno.errorcode.get(err.errno, "?")
+        trace.call(text, f"-1 {code} ({os.strerror(err.errno)})", ok=False,
+                   likely=err.hint)  # type: ignore[attr-defined]
+        raise err from None
+
+
+def describe_status(status: int) -> str:
+    """A wait status in words: "exited with 0", "killed by SIGKILL"."""
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal_name(os.WTERMSIG(status))}"
+    if os.WIFEXITED(status):
+        return f"exited with {os.WEXITSTATUS(status)}"
+    if os.WIFSTOPPED(status):
+        return f"stopped by {signal_name(os.WSTOPSIG(status))}"
+    return f"status {status:#x}"
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def waitpid(pid: int, options: int = 0, *,
+            why: str | None = None) -> tuple[int, int]:
+    """waitpid(2) through os.waitpid, with the status told in words."""
+    return _traced(
+        "waitpid", [pid, options], lambda: os.waitpid(pid, options),
+        why=why, show=lambda r: f"{r[0]} ({describe_status(r[1])})"
+        if r[0] else "0",
+    )
+
+
+def kill(pid: int, sig: int, *, why: str | None = None) -> None:
+    """kill(2)."""
+    _traced("kill", [pid, signal_name(sig)], lambda: os.kill(pid, sig),
+            why=why, show=lambda _: "0")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
+          arg5: int = 0, *, why: str | None = None) -> int:
+    """prctl(2)."""
+    opt = PrctlOption(option)
+    args = [ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5)]
+    return _traced(
+        "prctl", [_Raw(opt.name), arg2, arg3, arg4, arg5],
+        lambda: _check("prctl", _libc.prctl(int(opt), *args)), why=why,
+    )
+
+
+# --- Namespaces ----------------------------------------------------------
+
+def unshare(flags: int, *, why: str | None = None) -> None:
+    """unshare(2): move this process into new namespaces."""
+    flags = CloneFlag(flags)
+    _traced("unshare", [flags],
+            lambda: _check("unshare", _libc.unshare(ctypes.c_int(flags))),
+            why=why, show=lambda _: "0")
+
+
+def setns(fd: int, nstype: int, *, why: str | None = None) -> None:
+    """setns(2): join the namespace that fd refers to."""
+    nstype = CloneFlag(nstype)
+    _traced("setns", [fd, nstype],
+            lambda: _check("setns", _libc.setns(fd, ctypes.c_int(nstype))),
+            why=why, show=lambda _: "0")
+
+
+def sethostname(name: str, *, why: str | None = None) -> None:
+    """sethostname(2) through socket.sethostname."""
+    _traced("sethostname", [name, len(name.encode())],
+            lambda: socket.sethostname(name), why=why, show=lambda _: "0")
+
+
+# --- Mounts --------------------------------------------------------------
+
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
+                        ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def mount(source: str | None, target: str, filesystemtype: str | None,
+          mountflags: int = 0, data: str | None = None, *,
+          why: str | None = None) -> None:
+    """mount(2)."""
+    flags = MountFlag(mountflags)
+    _traced(
+        "mount", [source, target, filesystemtype, flags, data],
+        lambda: _check("mount", _libc.mount(
+            _b(source), _b(target), _b(filesystemtype), int(flags), _b(data),
+        ), target),
+        why=why, path=target, show=lambda _: "0",
+    )
+
+
+def umount2(target: str, flags: int = 0, *, why: str | None = None) -> None:
+    """umount2(2)."""
+    flags = UmountFlag(flags)
+    _traced("umount2", [target, flags],
+            lambda: _check("umount2", _libc.umount2(_b(target), int(flags)),
+                           target),
+            why=why, path=target, show=lambda _: "0")
+
+
+def pivot_root(new_root: str, put_old: str, *, why: str | None = None) -> None:
+    """pivot_root(2): make new_root the root, moving the old one to put_old."""
+    def call() -> int:
+        if _SYS_PIVOT_ROOT is None:
+            raise OSError(errno.ENOSYS, "no pivot_root number for "
+                          + platform.machine())
+        ret = _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT),
+                            _b(new_root), _b(put_old))
+        return _check("pivot_root", ret, new_root)
+
+    _traced("pivot_root", [new_root, put_old], call, why=why,
+            path=new_root, show=lambda _: "0")
+
+
+def chroot(path: str, *, why: str | None = None) -> None:
+    """chroot(2) through os.chroot."""
+    _traced("chroot", [path], lambda: os.chroot(path), why=why, path=path,
+            show=lambda _: "0")
+
+
+# --- Files ---------------------------------------------------------------
+
+def chdir(path: str, *, why: str | None = None) -> None:
+    """chdir(2) through os.chdir."""
+    _traced("chdir", [path], lambda: os.chdir(path), why=why, path=path,
+            show=lambda _: "0")
+
+
+def mkdir(pathname: str, mode: int = 0o777, *,
+          why: str | None = None) -> None:
+    """mkdir(2) through os.mkdir."""
+    _traced("mkdir", [pathname, _Raw(oct(mode))], lambda: os.mkdir(pathname, mode),
+            why=why, path=pathname, show=lambda _: "0")
+
+
+def rmdir(pathname: str, *, why: str | None = None) -> None:
+    """rmdir(2) through os.rmdir."""
+    _traced("rmdir", [pathname], lambda: os.rmdir(pathname), why=why,
+            path=pathname, show=lambda _: "0")
+
+
+def mknod(pathname: str, mode: int, dev: int, *,
+          why: str | None = None) -> None:
+    """mknod(2) through os.mknod; dev is os.makedev(major, minor)."""
+    shown = f"S_IFCHR|{oct(mode & 0o7777)}" if mode & S_IFCHR else oct(mode)
+    dev_shown = f"makedev({os.major(dev)}, {os.minor(dev)})"
+    _traced("mknod", [pathname, _Raw(shown), _Raw(dev_shown)],
+            lambda: os.mknod(pathname, mode, dev), why=why, path=pathname,
+            show=lambda _: "0")
+
+
+def chmod(pathname: str, mode: int, *, why: str | None = None) -> None:
+    """chmod(2) through os.chmod."""
+    _traced("chmod", [pathname, _Raw(oct(mode))],
+            lambda: os.chmod(pathname, mode), why=why, path=pathname,
+            show=lambda _: "0")
+
+
+def symlink(target: str, linkpath: str, *, why: str | None = None) -> None:
+    """symlink(2) through os.symlink."""
+    _traced("symlink", [target, linkpath],
+            lambda: os.symlink(target, linkpath), why=why, path=linkpath,
+            show=lambda _: "0")

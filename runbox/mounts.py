@@ -1,0 +1,109 @@
+"""Mounts inside the container: propagation, /proc, /sys and a working /dev.
+
+Everything here runs in the child, inside its own mount namespace, so none
+of it can reach the host's mount table, provided make_private("/") ran
+first.  Paths are the container's: these run after the root has moved.
+"""
+
+from __future__ import annotations
+
+import os
+
+from runbox import libc
+from runbox.errors import RunboxError
+from runbox.libc import (
+    MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
+    MS_STRICTATIME, S_IFCHR,
+)
+from runbox.spec import Mount
+
+# OCI mount options that are mount(2) flags; the rest go to the filesystem.
+OPTION_FLAGS = {
+    "ro": MS_RDONLY,
+    "nosuid": MS_NOSUID,
+    "nodev": MS_NODEV,
+    "noexec": MS_NOEXEC,
+    "strictatime": MS_STRICTATIME,
+}
+
+# The character devices a program expects, as docker creates them.
+DEVICES = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+]
+
+# The links a program expects in /dev, into the container's own /proc.
+DEV_LINKS = [
+    ("/proc/self/fd", "/dev/fd"),
+    ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"),
+    ("/proc/self/fd/2", "/dev/stderr"),
+    ("pts/ptmx", "/dev/ptmx"),
+]
+
+
+def make_private(path: str = "/") -> None:
+    """Stop mount events crossing between this namespace and the host's.
+
+    A new mount namespace starts with copies of the host's mounts, and
+    systemd marks them shared: without this, a mount made in the container
+    would appear on the host, and unmounting would propagate back too.
+    """
+    libc.mount(None, path, None, MS_REC | MS_PRIVATE,
+               why="make every mount private, so nothing propagates to "
+                   "or from the host")
+
+
+def parse_options(options: list[str]) -> tuple[int, str | None]:
+    """OCI mount options as mount(2)'s flags and data string."""
+    flags = 0
+    data = []
+    for option in options:
+        if option in OPTION_FLAGS:
+            flags |= OPTION_FLAGS[option]
+        else:
+            data.append(option)
+    return flags, ",".join(data) or None
+
+
+def mount_all(mounts: list[Mount]) -> None:
+    """Mount each entry, in order, creating its mount point if missing."""
+    for entry in mounts:
+        if not os.path.isabs(entry.destination):
+            raise RunboxError(
+                f"mount destination {entry.destination!r} is not absolute")
+        # Any symlink on the way resolves inside the container: the root
+        # has already moved, so the host is out of reach.
+        os.makedirs(entry.destination, exist_ok=True)
+        flags, data = parse_options(entry.options)
+        libc.mount(entry.source, entry.destination, entry.type, flags, data,
+                   why=MOUNT_WHY.get(entry.destination))
+
+
+MOUNT_WHY = {
+    "/proc": "a /proc of the container's own PID namespace: ps sees only "
+             "its processes",
+    "/sys": "the kernel's device tree, read-only",
+    "/dev": "an empty /dev: the container gets only the devices made next",
+    "/dev/pts": "a new devpts instance: the container's ptys are its own",
+    "/dev/shm": "POSIX shared memory, private to the container",
+    "/dev/mqueue": "POSIX message queues of the container's IPC namespace",
+}
+
+
+def populate_dev(dev: str = "/dev") -> None:
+    """Create the device nodes and links of a minimal /dev."""
+    for name, major, minor in DEVICES:
+        path = f"{dev}/{name}"
+        libc.mknod(path, S_IFCHR | 0o666, os.makedev(major, minor),
+                   why=f"the {name} device")
+        # mknod applies the umask, which takes the write bits away.
+        libc.chmod(path, 0o666, why="mknod's mode was cut by the umask")
+    for target, link in DEV_LINKS:
+        if dev != "/dev":
+            link = dev + link.removeprefix("/dev")
+        libc.symlink(target, link, why=None)

@@ -1,0 +1,37 @@
+"""The copy-on-write root: an overlay of the image and a per-container layer.
+
+overlayfs shows the image (lowerdir) with the container's own directory
+(upperdir) on top: a write copies the file up, a delete leaves a whiteout,
+and the image itself is never changed.  Every container starts from the same
+pristine image.  See the kernel's Documentation/filesystems/overlayfs.rst.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runbox import libc
+from runbox.container import Bundle
+from runbox.errors import RunboxError
+
+
+def options(lower: Path, upper: Path, work: Path) -> str:
+    """The data string of the overlay mount.
+
+    overlayfs splits its options at commas and its lower layers at colons,
+    so a path holding either cannot be named here; it is refused rather
+    than mounted wrongly.
+    """
+    for path in (lower, upper, work):
+        if any(c in str(path) for c in ",:\n"):
+            raise RunboxError(
+                f"{path}: overlay cannot use a path with ',' or ':' in it")
+    return f"lowerdir={lower},upperdir={upper},workdir={work}"
+
+
+def mount_overlay(lower: Path, bundle: Bundle) -> None:
+    """Mount the image with the container's layer on top at bundle.merged."""
+    data = options(lower, bundle.upper, bundle.work)
+    libc.mount("overlay", str(bundle.merged), "overlay", 0, data,
+               why="a copy-on-write root: the container's writes go to its "
+                   "upper dir, the image stays as it was")

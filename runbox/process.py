@@ -1,0 +1,176 @@
+"""Starting the container's process and learning how it ended.
+
+The child side of fork is fragile: it must never return into the caller's
+code, and an error there must reach the user once, as one line.  So the
+child runs inside try/except and always ends in execve or os._exit, and its
+error travels to the parent over a pipe that is closed on exec: EOF with
+nothing written means the exec succeeded.  The parent raises it again as a
+RunboxError with the right exit code (125, 126 or 127).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import stat
+from collections.abc import Callable
+from types import FrameType
+from typing import NoReturn
+
+from runbox import libc
+from runbox.errors import (
+    EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunboxError,
+)
+
+# The signals a user sends to runbox that are meant for the container.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def describe_error(exc: BaseException) -> tuple[str, int]:
+    """One line for a failure, and the exit code it ends with."""
+    if isinstance(exc, RunboxError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, OSError):
+        syscall = getattr(exc, "syscall", None)
+        text = exc.strerror or str(exc)
+        if syscall is None and exc.errno:
+            text = os.strerror(exc.errno)
+        if exc.filename:
+            text = f"{text}: {exc.filename}"
+        hint = getattr(exc, "hint", None)
+        return (f"{text} ({hint})" if hint else text), EXIT_RUNTIME
+    return f"internal error: {type(exc).__name__}: {exc}", EXIT_RUNTIME
+
+
+def spawn(child_main: Callable[[], NoReturn], *,
+          why: str | None = None) -> int:
+    """Fork; the child runs child_main, which must end in execve.
+
+    Returns the child's pid once it has exec'd.  If the child failed before
+    that, it is reaped and its error raised here as a RunboxError.
+    """
+    # Close-on-exec: a successful execve closes the child's end for us.
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = libc.fork(why=why)
+    if pid == 0:
+        os.close(r)
+        _run_child(child_main, w)
+    os.close(w)
+    with open(r, "rb") as pipe:
+        report = pipe.read()
+    if report:
+        os.waitpid(pid, 0)
+        error = json.loads(report)
+        raise RunboxError(error["message"], exit_code=error["exit_code"])
+    return pid
+
+
+def _run_child(child_main: Callable[[], NoReturn], report_fd: int) -> NoReturn:
+    """The child's whole life: run, or tell the parent why not, then exit."""
+    code = EXIT_RUNTIME
+    try:
+        child_main()
+    except BaseException as exc:  # noqa: BLE001 - the child must not return
+        message, code = describe_error(exc)
+        try:
+            os.write(report_fd, json.dumps(
+                {"message": message, "exit_code": code}).encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def find_command(name: str, env: dict[str, str]) -> str:
+    """Find name on env's PATH, as a shell would; raise 126 or 127.
+
+    Run this after the container's root is in place, so the lookup happens
+    in the container's filesystem, never the host's.
+    """
+    if "/" in name:
+        return name
+    denied = None
+    for directory in env.get("PATH", "").split(":"):
+        path = os.path.join(directory or ".", name)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode) and os.access(path, os.X_OK):
+            return path
+        denied = denied or path
+    if denied:
+        raise RunboxError(f"{denied}: permission denied",
+                          exit_code=EXIT_CANNOT_EXECUTE)
+    raise RunboxError(f"{name}: command not found", exit_code=EXIT_NOT_FOUND)
+
+
+def exec_command(args: list[str], env: dict[str, str], *,
+                 why: str | None = None) -> NoReturn:
+    """Look up args[0] on the container's PATH and execve it.
+
+    A missing file gives 127; one that exists but cannot run gives 126.
+    """
+    path = find_command(args[0], env)
+    try:
+        libc.execve(path, args, env, why=why)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise RunboxError(f"{path}: no such file or directory",
+                              exit_code=EXIT_NOT_FOUND) from None
+        reason = os.strerror(exc.errno or errno.EIO).lower()
+        if os.path.isdir(path):
+            reason = "is a directory"
+        raise RunboxError(f"{path}: cannot execute: {reason}",
+                          exit_code=EXIT_CANNOT_EXECUTE) from None
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell's exit code: 128+N for a death by signal N."""
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class SignalForwarder:
+    """Pass the user's signals to the container while runbox waits for it.
+
+    A container's PID 1 ignores any signal it has no handler for, even
+    SIGTERM, so a forwarded signal may do nothing.  The second signal of a
+    kind therefore ends the container with SIGKILL: a user pressing Ctrl-C
+    twice always gets their terminal back.
+    """
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.seen: set[int] = set()
+        self.saved: dict[int, object] = {}
+
+    def __enter__(self) -> SignalForwarder:
+        for sig in FORWARDED:
+            self.saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.pid is None:
+            # Nothing started yet: unwind, so that cleanup runs.
+            raise RunboxError(f"interrupted by {libc.signal_name(signum)}",
+                              exit_code=128 + signum)
+        sig = signal.SIGKILL if signum in self.seen else signum
+        self.seen.add(signum)
+        try:
+            libc.kill(self.pid, sig, why="pass the user's signal on")
+        except ProcessLookupError:
+            pass
+
+
+def wait(pid: int) -> int:
+    """Wait for the container's process; return its shell exit code."""
+    _, status = libc.waitpid(
+        pid, 0, why="wait for the container to end, and learn how it did")
+    return exit_code(status)
