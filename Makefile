@@ -1,0 +1,69 @@
+# runbox: run a stage, run the tests, clean up.  Run as root.
+#
+#   make stage3 CMD="sh -c 'hostname; echo \$$\$$'"   a container of stage 3
+#   make test                                       the test suite
+#
+# Every target sets up what it needs first: apt packages, the venv, the
+# default rootfs.  Images and container state live under RUNBOX_ROOT, never
+# in the repository.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export RUNBOX_ROOT ?= /var/lib/runbox
+CMD ?= sh
+OPTS ?=
+ROOTFS := $(RUNBOX_ROOT)/images/busybox/rootfs
+# Debian packages the tests use: strace to check the narration, gcc and
+# libc6-dev to build the static probe programs.
+TEST_PACKAGES := strace gcc libc6-dev
+
+.PHONY: all venv rootfs stage1 stage2 stage3 test test-deps lab clean
+
+all: rootfs
+
+# Calls the venv's interpreter directly: on some machines python3 on PATH is
+# a slow shim.
+venv: $(PY)
+$(PY): pyproject.toml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(PY)
+
+rootfs: $(ROOTFS)
+$(ROOTFS): | $(PY)
+	$(PY) -m runbox.images busybox
+
+# $(value CMD) keeps a $$ meant for the container's shell as it was typed.
+stage1: | $(PY)
+	@$(PY) stages/01_fork_exec $(OPTS) $(value CMD)
+stage2: | $(PY)
+	@$(PY) stages/02_namespaces $(OPTS) $(value CMD)
+stage3: $(ROOTFS) | $(PY)
+	@$(PY) stages/03_pivot_root $(OPTS) $(value CMD)
+
+test-deps:
+	@missing=$$(for p in $(TEST_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+	  grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && apt-get install -y -qq $$missing; fi
+
+test: test-deps $(ROOTFS) | $(PY)
+	$(PY) -m pytest
+
+# The escape lab: the default image plus the probe programs under /lab.
+lab: $(ROOTFS) test-deps | $(PY)
+	$(PY) -m runbox.lab
+
+# Removes only runbox's own leftovers: state of containers whose runbox has
+# died.  Images stay; `make distclean` removes them and the venv too.
+clean:
+	@if [ -x $(PY) ]; then $(PY) -m runbox.container gc; fi
+	rm -rf .pytest_cache build *.egg-info
+
+distclean: clean
+	rm -rf $(VENV) $(RUNBOX_ROOT)/images

@@ -1,0 +1,460 @@
+"""Root filesystems for containers ("images"), one directory each.
+
+An image is a plain directory, images/NAME/rootfs under the state root.  It
+comes from one of two places: build_busybox() assembles a tiny one from
+Debian's busybox-static package, and import_tarball() unpacks a rootfs
+tarball such as `docker export` output or an Alpine minirootfs.  Containers
+never write to it; the runtime lays an overlay on top.
+
+What this module cannot do:
+
+- It pulls nothing from a registry and knows no layers or manifests: an
+  image is whatever one tarball held.
+- Extended attributes are not restored, because Python's tarfile ignores
+  them; a binary that relies on file capabilities (ping in some images)
+  loses them and needs setuid or root inside the container instead.
+- A tarball's symlinks are kept as they are and may point anywhere
+  (etc/hosts -> /etc/shadow).  They resolve inside the container, but host
+  code that opens a path inside a rootfs must resolve it inside that rootfs
+  too, or it follows the link on the host.
+- remove_image() does not know which containers use an image; removing one
+  under a running container pulls the lower layer out from under it.
+"""
+
+import argparse
+import errno
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from runbox import paths
+from runbox.errors import EXIT_RUNTIME, RunboxError
+
+DEFAULT_IMAGE = "busybox"
+BUSYBOX_PACKAGE = "busybox-static"
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+
+# Mount points and the usual skeleton; tmp and var/tmp are world-writable
+# and sticky, root's home is private, as on any Debian system.
+_SKELETON = {
+    "bin": 0o755, "sbin": 0o755, "usr/bin": 0o755, "usr/sbin": 0o755,
+    "etc": 0o755, "root": 0o700, "tmp": 0o1777, "proc": 0o555,
+    "sys": 0o555, "dev": 0o755, "home": 0o755, "var/tmp": 0o1777,
+    "run": 0o755,
+}
+
+# hostname, hosts and resolv.conf are replaced at run time by bind mounts,
+# which need an existing file as their target.
+_ETC_FILES = {
+    "passwd": "root:x:0:0:root:/root:/bin/sh\n"
+              "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    "group": "root:x:0:\nnogroup:x:65534:\n",
+    "hostname": "runbox\n",
+    "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+    "resolv.conf": "",
+}
+
+
+def validate_name(name: str) -> str:
+    """Return name if it can name an image, else raise RunboxError."""
+    if not _NAME.fullmatch(name):
+        raise RunboxError(
+            f"invalid image name {name!r}: use lowercase letters, digits,"
+            " '.', '_' and '-', starting with a letter or digit,"
+            " at most 128 characters")
+    return name
+
+
+def image_rootfs(name: str) -> Path:
+    """Where the image NAME keeps its root filesystem."""
+    return paths.images_dir() / validate_name(name) / "rootfs"
+
+
+def resolve_rootfs(rootfs: str | None) -> Path:
+    """Turn an image name or a directory into an absolute rootfs path.
+
+    None means the default image.  A value with a slash in it (or "."
+    or "..") is a directory used as it is; anything else names an image,
+    so a directory in the current directory never shadows one: write
+    ./NAME for that.
+    """
+    if rootfs is None:
+        rootfs = DEFAULT_IMAGE
+    if "/" not in rootfs and rootfs not in (".", ".."):
+        path = image_rootfs(rootfs)
+        if not path.is_dir():
+            raise RunboxError(
+                f"rootfs {rootfs!r} not found in {paths.images_dir()}: "
+                + _how_to_get(rootfs))
+        _check_plausible(path)
+        return path.resolve()
+
+    path = Path(rootfs).absolute()
+    if not path.exists():
+        raise RunboxError(f"rootfs {path} does not exist")
+    if not path.is_dir():
+        raise RunboxError(f"rootfs {path} is not a directory")
+    _check_plausible(path)
+    return path.resolve()
+
+
+def _how_to_get(name: str) -> str:
+    if name == DEFAULT_IMAGE:
+        return "run 'make rootfs' to build it"
+    return f"import it with 'python3 -m runbox.images import TARBALL {name}'"
+
+
+def _looks_like_rootfs(path: Path) -> bool:
+    # A rootfs without bin or usr is almost always a wrong path, most often
+    # the image directory instead of its rootfs; running it would only fail
+    # later with a confusing "not found".  This also refuses a rootfs made
+    # of one static binary at the top, which then needs a bin directory.
+    # lexists: a merged-/usr bin -> /usr/bin must not be followed on the host.
+    return any(os.path.lexists(path / d) for d in ("bin", "usr"))
+
+
+def _check_plausible(path: Path) -> None:
+    if _looks_like_rootfs(path):
+        return
+    hint = ""
+    if (path / "rootfs").is_dir():
+        hint = f"; did you mean {path / 'rootfs'}?"
+    raise RunboxError(
+        f"rootfs {path} has no bin or usr directory, so it is not a root"
+        f" filesystem{hint}")
+
+
+def list_images() -> list[tuple[str, Path]]:
+    """Every image that has a rootfs, as (name, rootfs path), by name."""
+    try:
+        names = sorted(os.listdir(paths.images_dir()))
+    except FileNotFoundError:
+        return []
+    # Build leftovers and half-made images (no rootfs yet) are not images.
+    return [(n, paths.images_dir() / n / "rootfs") for n in names
+            if _NAME.fullmatch(n)
+            and (paths.images_dir() / n / "rootfs").is_dir()]
+
+
+def remove_image(name: str) -> None:
+    """Delete the image NAME, its rootfs and its records."""
+    image = paths.images_dir() / validate_name(name)
+    if not image.is_dir():
+        raise RunboxError(
+            f"image {name!r} not found in {paths.images_dir()}")
+    # Move it aside first, so a half-deleted rootfs is never found by name.
+    trash = Path(tempfile.mkdtemp(dir=paths.images_dir(), prefix=".rm-"))
+    try:
+        os.rename(image, trash / name)
+    finally:
+        shutil.rmtree(trash)
+
+
+def _image_dir(name: str) -> Path:
+    image = paths.images_dir() / validate_name(name)
+    image.mkdir(parents=True, exist_ok=True)
+    # A rootfs keeps the setuid-root binaries its archive holds; a host
+    # user who could reach them would run them as root.  So the directory
+    # above it is closed to others, as docker does with /var/lib/docker.
+    # The price: a runtime without CAP_DAC_OVERRIDE (rootless) cannot
+    # reach the image either.
+    os.chmod(image, 0o700)
+    return image
+
+
+def _install(new: Path, dest: Path, force: bool) -> None:
+    """Move a finished rootfs into place with rename(2)."""
+    if force and dest.exists():
+        # rename(2) cannot replace a non-empty directory, so the old one
+        # moves aside first.  Between the two renames the image is absent:
+        # a container starting in that instant fails with "not found".
+        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".old-"))
+        os.rename(dest, old / "rootfs")
+        os.rename(new, dest)
+        shutil.rmtree(old)
+        return
+    try:
+        os.rename(new, dest)
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        # A concurrent build finished first; its rootfs is as good.
+        shutil.rmtree(new)
+
+
+def _write_source(image: Path, text: str) -> None:
+    tmp = image / ".source.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, image / "source")
+
+
+def build_busybox(name: str = DEFAULT_IMAGE, *, force: bool = False
+                  ) -> Path:
+    """Build a busybox rootfs from Debian's busybox-static package.
+
+    The package is downloaded and unpacked, never installed on the host.
+    An existing image is returned as it is unless force is set.
+    """
+    dest = image_rootfs(name)
+    if dest.is_dir() and not force:
+        return dest
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise RunboxError(
+                f"building the busybox rootfs needs {tool} (a Debian or"
+                " Ubuntu host); import a rootfs tarball instead with"
+                " 'python3 -m runbox.images import TARBALL NAME'")
+
+    # Everything is built next to the destination, on the same filesystem,
+    # so the final rename(2) is atomic and a half-built image is never seen.
+    image = _image_dir(name)
+    work = Path(tempfile.mkdtemp(dir=image, prefix=".build-"))
+    try:
+        deb = _download(work)
+        _run(["dpkg-deb", "-x", str(deb), str(work / "deb")])
+        fields = _run(["dpkg-deb", "-f", str(deb),
+                       "Package", "Version", "Architecture"])
+        rootfs = work / "rootfs"
+        _make_busybox_tree(work / "deb", rootfs)
+        _install(rootfs, dest, force)
+    finally:
+        shutil.rmtree(work)
+    _write_source(image, fields + "Fetched-With: apt-get download\n")
+    return dest
+
+
+def _run(argv: list[str], cwd: Path | None = None) -> str:
+    """Run a tool; its stdout, or RunboxError with its last error line."""
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [
+            f"exit status {proc.returncode}"]
+        errors = [ln for ln in lines if ln.startswith("E:")]
+        raise RunboxError(f"{' '.join(argv[:2])} failed: "
+                          f"{(errors or lines)[-1]}")
+    return proc.stdout
+
+
+def _download(work: Path) -> Path:
+    argv = ["apt-get", "download", BUSYBOX_PACKAGE]
+    try:
+        _run(argv, cwd=work)
+    except RunboxError:
+        # Package lists that are missing (a fresh container image) or
+        # stale (the mirror dropped the version) both fail here; one
+        # update fixes either, and a second failure is reported as is.
+        _run(["apt-get", "update"])
+        _run(argv, cwd=work)
+    debs = list(work.glob("*.deb"))
+    if len(debs) != 1:
+        raise RunboxError(f"apt-get download left {len(debs)} .deb files"
+                          f" in {work}, expected one")
+    return debs[0]
+
+
+def _make_busybox_tree(unpacked: Path, rootfs: Path) -> None:
+    # Debian 12 ships bin/busybox; later releases moved it under usr.
+    binary = next((unpacked / p for p in ("bin/busybox", "usr/bin/busybox")
+                   if (unpacked / p).is_file()), None)
+    if binary is None:
+        raise RunboxError(f"{BUSYBOX_PACKAGE} holds no bin/busybox")
+
+    rootfs.mkdir(mode=0o755)
+    for rel, mode in _SKELETON.items():
+        (rootfs / rel).mkdir(parents=True, exist_ok=True)
+        os.chmod(rootfs / rel, mode)  # mkdir's mode is cut by the umask
+    shutil.copyfile(binary, rootfs / "bin/busybox")
+    os.chmod(rootfs / "bin/busybox", 0o755)
+
+    # One link per applet, where a full system would have the program.
+    # The absolute target dangles on the host but resolves in the container.
+    applets = _run([str(rootfs / "bin/busybox"), "--list-full"])
+    for rel in applets.split() + ["bin/sh"]:
+        link = rootfs / rel.lstrip("/")
+        if os.path.lexists(link):
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink("/bin/busybox", link)
+
+    for file, text in _ETC_FILES.items():
+        (rootfs / "etc" / file).write_text(text)
+        os.chmod(rootfs / "etc" / file, 0o644)
+
+
+def import_tarball(tarball: Path, name: str, *, force: bool = False
+                   ) -> Path:
+    """Unpack a rootfs tarball as the image NAME, keeping modes and owners.
+
+    No member can land outside the image: extraction runs in a child that
+    has chroot(2)ed into the new rootfs.
+    """
+    dest = image_rootfs(name)
+    if dest.exists() and not force:
+        raise RunboxError(f"image {name!r} already exists in"
+                          f" {paths.images_dir()}: pass --force to replace it")
+    if os.geteuid() != 0:
+        raise RunboxError("importing a tarball needs root: it extracts"
+                          " inside chroot(2) and keeps the archive's owners")
+    tarball = Path(tarball).absolute()
+    try:
+        archive = tarfile.open(tarball)
+    except FileNotFoundError:
+        raise RunboxError(f"tarball {tarball} does not exist") from None
+    except (tarfile.TarError, OSError) as exc:
+        raise RunboxError(f"{tarball} is not a readable tar archive: {exc}"
+                          ) from None
+
+    with archive:
+        image = _image_dir(name)
+        work = Path(tempfile.mkdtemp(dir=image, prefix=".import-"))
+        try:
+            os.chmod(work, 0o755)
+            _extract_in_chroot(archive, work, tarball)
+            if not _looks_like_rootfs(work):
+                raise RunboxError(f"{tarball} holds no bin or usr directory,"
+                                  " so it is not a root filesystem")
+            _install(work, dest, force)
+        finally:
+            if work.exists():
+                shutil.rmtree(work)
+    _write_source(image, f"Imported-From: {tarball}\n")
+    return dest
+
+
+class _OutsideImage(tarfile.FilterError):
+    pass
+
+
+def _inside(path: str, member: tarfile.TarInfo) -> str:
+    """path made relative to the image root; refused if it climbs out."""
+    # A leading "/" is dropped, as GNU tar and docker do.  A ".." that
+    # climbs above the root is refused rather than clipped: no honest
+    # export holds one, and skipping it would leave a silently partial
+    # image.
+    rel = os.path.normpath(path.lstrip("/"))
+    if rel == ".." or rel.startswith("../"):
+        raise _OutsideImage(f"member {member.name!r} points outside the"
+                            " image; refusing the archive")
+    return rel
+
+
+def _member_filter(member: tarfile.TarInfo, _dest: str
+                   ) -> tarfile.TarInfo | None:
+    # Device nodes are skipped: the runtime builds /dev itself, and a node
+    # from an archive could give the container a host device.
+    if member.ischr() or member.isblk():
+        return None
+    name = _inside(member.name, member)
+    # Symlinks stay unchanged: they resolve against the image root, here
+    # under chroot(2) as later in the container.  Hard link targets are
+    # paths in the archive, so they get the same treatment as names.
+    linkname = member.linkname
+    if member.islnk():
+        linkname = _inside(linkname, member)
+    # Modes are kept whole, setuid and setgid bits included; tarfile's own
+    # "data" filter would strip them.
+    return member.replace(name=name, linkname=linkname, deep=False)
+
+
+def _extract_in_chroot(archive: tarfile.TarFile, root: Path,
+                       tarball: Path) -> None:
+    # The archive is already open and every module tarfile needs already
+    # imported: after chroot(2) the host's files are out of reach.
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
+
+    if pid == 0:
+        status = 1
+        try:
+            os.close(read_fd)
+            # Under chroot every name and every link, absolute or full of
+            # "..", resolves inside the new rootfs, so no member reaches
+            # the host however the archive is built.
+            os.chroot(root)
+            os.chdir("/")
+            # errorlevel 2 turns a failed chown or chmod into an error
+            # instead of a silently wrong owner or a lost setuid bit.
+            # numeric_owner keeps uids as numbers and, as important, never
+            # looks names up, which under chroot would load the image's
+            # own NSS libraries into this root process.
+            archive.errorlevel = 2
+            archive.extractall("/", numeric_owner=True,
+                               filter=_member_filter)
+            status = 0
+        except BaseException as exc:
+            message = str(exc) or type(exc).__name__
+            os.write(write_fd, message.encode(errors="replace")[:4000])
+        finally:
+            os._exit(status)
+
+    os.close(write_fd)
+    with open(read_fd, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    _, wait_status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code < 0:
+        message = f"extracting process killed by signal {-code}"
+    if code != 0:
+        raise RunboxError(f"importing {tarball}: {message}")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        # A bad option is runbox's own failure: exit 125, not argparse's 2.
+        self.print_usage(sys.stderr)
+        raise RunboxError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: build, import, list and remove images."""
+    parser = _Parser(prog="python3 -m runbox.images",
+                     description="Build, import and list runbox images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("busybox", help="build the busybox image")
+    build.add_argument("--name", default=DEFAULT_IMAGE)
+    build.add_argument("--force", action="store_true",
+                       help="rebuild even if it exists")
+    imp = sub.add_parser("import", help="import a rootfs tarball")
+    imp.add_argument("tarball", type=Path)
+    imp.add_argument("name")
+    imp.add_argument("--force", action="store_true",
+                     help="replace an existing image")
+    sub.add_parser("list", help="list images")
+    rm = sub.add_parser("rm", help="remove an image")
+    rm.add_argument("name")
+
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "busybox":
+            print(build_busybox(args.name, force=args.force))
+        elif args.command == "import":
+            print(import_tarball(args.tarball, args.name, force=args.force))
+        elif args.command == "list":
+            for name, rootfs in list_images():
+                print(f"{name:<20} {rootfs}")
+        else:
+            remove_image(args.name)
+    except RunboxError as exc:
+        print(f"runbox: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:
+        # The host refused something (permissions, a full disk); the
+        # message names the call's path, a traceback would add nothing.
+        print(f"runbox: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
