@@ -23,6 +23,7 @@ from runbox import libc
 from runbox.errors import (
     EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunboxError,
 )
+from runbox.spec import DEFAULT_PATH
 
 # The signals a user sends to runbox that are meant for the container.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -92,7 +93,8 @@ def find_command(name: str, env: dict[str, str]) -> str:
     if "/" in name:
         return name
     denied = None
-    for directory in env.get("PATH", "").split(":"):
+    # Like execvp: with no PATH set at all, the default one applies.
+    for directory in env.get("PATH", DEFAULT_PATH).split(":"):
         path = os.path.join(directory or ".", name)
         try:
             mode = os.stat(path).st_mode
@@ -114,6 +116,10 @@ def exec_command(args: list[str], env: dict[str, str], *,
     A missing file gives 127; one that exists but cannot run gives 126.
     """
     path = find_command(args[0], env)
+    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays
+    # ignored across execve: give the command the defaults a shell would.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
     try:
         libc.execve(path, args, env, why=why)
     except OSError as exc:

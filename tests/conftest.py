@@ -1,0 +1,95 @@
+"""Shared fixtures: run a stage as a user would, and prove the host unchanged.
+
+Container tests run real containers on the real kernel and need root; they
+say so when they skip.  Every test is checked afterwards: the host's mount
+table and hostname must be exactly as before, and no container state may be
+left under the test's own RUNBOX_ROOT.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = {
+    1: REPO / "stages/01_fork_exec",
+    2: REPO / "stages/02_namespaces",
+    3: REPO / "stages/03_pivot_root",
+}
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0,
+    reason="needs root: namespaces and mounts need CAP_SYS_ADMIN")
+
+
+def mountinfo() -> str:
+    with open("/proc/self/mountinfo") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="session")
+def image_root() -> Path:
+    """The default busybox image, built once if this machine lacks it."""
+    from runbox import images
+
+    try:
+        return images.resolve_rootfs(None)
+    except Exception:
+        if os.geteuid() != 0:
+            pytest.skip("needs root to build the busybox image")
+        return images.build_busybox()
+
+
+@pytest.fixture
+def state_root(tmp_path_factory, monkeypatch) -> Path:
+    """A RUNBOX_ROOT of the test's own, for container state."""
+    root = tmp_path_factory.mktemp("runbox-root")
+    monkeypatch.setenv("RUNBOX_ROOT", str(root))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def host_unchanged(state_root):
+    """Fail a test that changes the host's mounts or hostname, or leaves
+    container state behind."""
+    mounts_before = mountinfo()
+    hostname_before = socket.gethostname()
+    yield
+    assert mountinfo() == mounts_before, "the host's mount table changed"
+    assert socket.gethostname() == hostname_before, "host hostname changed"
+    containers = state_root / "containers"
+    left = list(containers.iterdir()) if containers.exists() else []
+    assert left == [], f"container state left behind: {left}"
+
+
+@pytest.fixture
+def stage(image_root, state_root):
+    """Run stage N with args, on the default image unless --rootfs is given.
+
+    Narration is off unless trace=True; it then comes back on stderr.
+    """
+    def run(n: int, *args: str, trace: bool = False, env=None,
+            timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+        argv = [sys.executable, str(STAGES[n])]
+        if not trace:
+            argv.append("--quiet")
+        if n >= 3 and "--rootfs" not in args:
+            argv += ["--rootfs", str(image_root)]
+        full_env = dict(os.environ) if env is None else dict(env)
+        full_env["RUNBOX_ROOT"] = str(state_root)
+        return subprocess.run(argv + list(args), capture_output=True,
+                              text=True, env=full_env, timeout=timeout,
+                              **kwargs)
+    return run
+
+
+def runbox_lines(stderr: str) -> list[str]:
+    """The error lines runbox itself printed."""
+    return [line for line in stderr.splitlines()
+            if line.startswith("runbox:")]
