@@ -102,9 +102,12 @@ def test_directory_without_bin_or_usr(root, tmp_path):
 def test_relative_directory(root, tmp_path, monkeypatch):
     (tmp_path / "mine" / "bin").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
-    # No slash, but an existing directory: used as a path, not a name.
-    assert images.resolve_rootfs("mine") == tmp_path / "mine"
+    # With a slash it is a path; without one it names an image, even when
+    # a directory of that name is here, so it can never shadow an image.
     assert images.resolve_rootfs("./mine/") == tmp_path / "mine"
+    with pytest.raises(RunboxError) as caught:
+        images.resolve_rootfs("mine")
+    assert str(caught.value).startswith("rootfs 'mine' not found in")
 
 
 # -- tarball import ---------------------------------------------------------
