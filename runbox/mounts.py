@@ -77,8 +77,10 @@ def mount_all(mounts: list[Mount]) -> None:
             raise RunboxError(
                 f"mount destination {entry.destination!r} is not absolute")
         # Any symlink on the way resolves inside the container: the root
-        # has already moved, so the host is out of reach.
-        os.makedirs(entry.destination, exist_ok=True)
+        # has already moved, so the host is out of reach.  Something other
+        # than a directory in the way is left for mount(2) to refuse.
+        if not os.path.lexists(entry.destination):
+            os.makedirs(entry.destination)
         flags, data = parse_options(entry.options)
         libc.mount(entry.source, entry.destination, entry.type, flags, data,
                    why=MOUNT_WHY.get(entry.destination))

@@ -45,12 +45,13 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
     return f"internal error: {type(exc).__name__}: {exc}", EXIT_RUNTIME
 
 
-def spawn(child_main: Callable[[], NoReturn], *,
+def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
           why: str | None = None) -> int:
     """Fork; the child runs child_main, which must end in execve.
 
     Returns the child's pid once it has exec'd.  If the child failed before
-    that, it is reaped and its error raised here as a RunboxError.
+    that, it is reaped and its error raised here as a RunboxError.  From
+    the moment of the fork, signals goes to the child.
     """
     # Close-on-exec: a successful execve closes the child's end for us.
     r, w = os.pipe2(os.O_CLOEXEC)
@@ -58,6 +59,7 @@ def spawn(child_main: Callable[[], NoReturn], *,
     if pid == 0:
         os.close(r)
         _run_child(child_main, w)
+    signals.pid = pid
     os.close(w)
     with open(r, "rb") as pipe:
         report = pipe.read()

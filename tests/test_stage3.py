@@ -248,3 +248,33 @@ def test_not_root_is_one_line(state_root):
     assert result.stderr.splitlines() == [
         "runbox: stage 03 needs root: namespaces and mounts need "
         "CAP_SYS_ADMIN (run it with sudo)"]
+
+
+def test_a_failed_setup_step_is_one_line(stage, tmp_path, image_root):
+    # A syscall failing in the child reaches the user once, naming the
+    # call and the path, and the container's directory is still removed.
+    rootfs = tmp_path / "rootfs"
+    shutil.copytree(image_root, rootfs, symlinks=True)
+    (rootfs / "proc").rmdir()
+    (rootfs / "proc").write_text("not a directory\n")
+    result = stage(3, "--rootfs", str(rootfs), "true")
+    assert result.returncode == 125
+    assert result.stderr.splitlines() == [
+        "runbox: mount: Not a directory: /proc"]
+
+
+def test_etc_symlinks_in_the_image_are_not_followed(stage, tmp_path,
+                                                    image_root):
+    # An image whose /etc/hosts points at a host path: runbox writes the
+    # container's own file instead, and the image keeps its link.
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    rootfs = tmp_path / "rootfs"
+    shutil.copytree(image_root, rootfs, symlinks=True)
+    (rootfs / "etc/hosts").unlink()
+    (rootfs / "etc/hosts").symlink_to("../../../../../.." + str(victim))
+    result = stage(3, "--rootfs", str(rootfs), "--hostname", "box",
+                   "cat", "/etc/hosts")
+    assert "box" in result.stdout
+    assert victim.read_text() == "untouched\n"
+    assert os.readlink(rootfs / "etc/hosts").endswith(str(victim))

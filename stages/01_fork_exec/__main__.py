@@ -29,9 +29,9 @@ def run(config: spec.Spec) -> int:
 
     # While runbox waits, Ctrl-C and friends go on to the command.
     with process.SignalForwarder() as signals:
-        signals.pid = process.spawn(
-            child, why="a copy of runbox, which will become the command")
-        return process.wait(signals.pid)
+        pid = process.spawn(
+            child, signals, why="a copy of runbox, to become the command")
+        return process.wait(pid)
 
 
 @app.command()

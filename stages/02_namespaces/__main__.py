@@ -52,9 +52,9 @@ def run(config: spec.Spec) -> int:
                  why="the next child forked is PID 1 of a new PID namespace")
 
     with process.SignalForwarder() as signals:
-        signals.pid = process.spawn(
-            child, why="the container's first process, PID 1 inside")
-        return process.wait(signals.pid)
+        pid = process.spawn(
+            child, signals, why="the container's first process, PID 1 inside")
+        return process.wait(pid)
 
 
 @app.command()

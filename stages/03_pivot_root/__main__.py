@@ -26,8 +26,8 @@ from runbox import (
 app = cli.stage_app(__doc__.split("\n\n")[0])
 
 
-def run(config: spec.Spec, bundle: container.Bundle, *,
-        chroot: bool = False) -> int:
+def run(config: spec.Spec, bundle: container.Bundle,
+        signals: process.SignalForwarder, *, chroot: bool = False) -> int:
     """Unshare, fork, build the container's root in the child, exec."""
     # Read before the fork: once the root has moved the host's file is gone.
     resolv_conf = Path("/etc/resolv.conf").read_text()
@@ -61,10 +61,9 @@ def run(config: spec.Spec, bundle: container.Bundle, *,
     libc.unshare(config.clone_flags("pid"),
                  why="the next child forked is PID 1 of a new PID namespace")
 
-    with process.SignalForwarder() as signals:
-        signals.pid = process.spawn(
-            child, why="the container's first process, PID 1 inside")
-        return process.wait(signals.pid)
+    pid = process.spawn(
+        child, signals, why="the container's first process, PID 1 inside")
+    return process.wait(pid)
 
 
 @app.command()
@@ -88,23 +87,27 @@ def main(
     root = images.resolve_rootfs(rootfs)
     extra = cli.parse_env(env)
 
-    bundle = container.create()
-    try:
-        name = cli.check_hostname(hostname or bundle.id)
-        config = spec.Spec(
-            spec.Process(args, spec.container_env(
-                extra, hostname=name, term=os.environ.get("TERM"))),
-            spec.Root(str(root)),
-            hostname=name,
-            mounts=spec.default_mounts(),
-            linux=spec.Linux(spec.namespaces("pid", "mount", "uts", "ipc")),
-        )
-        spec.validate(config)
-        return run(config, bundle, chroot=chroot)
-    finally:
-        # The overlay went with the container's mount namespace; only its
-        # directories are left, on every way out of here.
-        container.remove(bundle)
+    # Signals are caught before the container's directory exists, so that
+    # no way out of here skips its removal.
+    with process.SignalForwarder() as signals:
+        bundle = container.create()
+        try:
+            name = cli.check_hostname(hostname or bundle.id)
+            config = spec.Spec(
+                spec.Process(args, spec.container_env(
+                    extra, hostname=name, term=os.environ.get("TERM"))),
+                spec.Root(str(root)),
+                hostname=name,
+                mounts=spec.default_mounts(),
+                linux=spec.Linux(
+                    spec.namespaces("pid", "mount", "uts", "ipc")),
+            )
+            spec.validate(config)
+            return run(config, bundle, signals, chroot=chroot)
+        finally:
+            # The overlay went with the container's mount namespace; only
+            # its directories are left.
+            container.remove(bundle)
 
 
 cli.main(app)
