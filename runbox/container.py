@@ -120,3 +120,25 @@ def gc() -> list[str]:
             remove(bundle)
             removed.append(bundle.id)
     return removed
+
+
+def main(argv: list[str]) -> int:
+    """`python -m runbox.container gc`: remove dead containers' state."""
+    import sys
+
+    if argv != ["gc"]:
+        print("usage: python -m runbox.container gc", file=sys.stderr)
+        return 125
+    try:
+        for cid in gc():
+            print(f"removed {cid}")
+    except (RunboxError, OSError) as exc:
+        print(f"runbox: {exc}", file=sys.stderr)
+        return 125
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,59 @@
+"""Container directories: made, removed, and collected after a crash."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runbox import container
+from runbox.errors import RunboxError
+
+
+def test_create_and_remove(state_root):
+    bundle = container.create()
+    assert bundle.dir.parent == state_root / "containers"
+    assert {p.name for p in bundle.dir.iterdir()} == {
+        "owner", "upper", "work", "merged"}
+    assert container.owner_alive(bundle)
+    container.remove(bundle)
+    assert not bundle.dir.exists()
+
+
+def test_gc_removes_only_dead_owners(state_root):
+    mine = container.create()
+    # A directory made by a process that has since exited.
+    subprocess.run([sys.executable, "-c",
+                    "from runbox import container; container.create()"],
+                   check=True, env={**os.environ,
+                                    "RUNBOX_ROOT": str(state_root)})
+    dead = [p.name for p in (state_root / "containers").iterdir()
+            if p.name != mine.id]
+    assert len(dead) == 1
+    assert container.gc() == dead
+    assert [p.name for p in (state_root / "containers").iterdir()] == [
+        mine.id]
+    container.remove(mine)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount")
+def test_remove_refuses_a_directory_with_a_mount(state_root):
+    bundle = container.create()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(bundle.merged)],
+                   check=True)
+    try:
+        with pytest.raises(RunboxError) as caught:
+            container.remove(bundle)
+        assert "still mounted" in str(caught.value)
+    finally:
+        subprocess.run(["umount", str(bundle.merged)], check=True)
+    container.remove(bundle)
+
+
+def test_gc_command_is_idempotent(state_root):
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-m", "runbox.container", "gc"],
+            capture_output=True, text=True,
+            env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+        assert result.returncode == 0 and result.stderr == ""
