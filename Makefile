@@ -26,11 +26,11 @@ all: rootfs
 # a slow shim.
 venv: $(PY)
 $(PY): pyproject.toml
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 || \
+	@$(PYTHON) -c "import ensurepip" >/dev/null 2>&1 || \
 	  { apt-get update -qq && apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -qq --upgrade pip
+	$(PY) -m pip install -qq -e '.[test]'
 	@touch $(PY)
 
 rootfs: $(ROOTFS)
