@@ -114,12 +114,28 @@ def gc() -> list[str]:
     if not root.is_dir():
         return []
     removed = []
+    layout = None
     for entry in sorted(root.iterdir()):
         bundle = Bundle(entry.name, entry)
-        if entry.is_dir() and not entry.is_symlink() and not owner_alive(bundle):
-            remove(bundle)
-            removed.append(bundle.id)
+        if not entry.is_dir() or entry.is_symlink() or owner_alive(bundle):
+            continue
+        # Its cgroup first: killing what still runs there ends the
+        # container's mount namespace, and with it the overlay.
+        if (entry / "cgroup").exists():
+            from runbox import cgroups
+
+            layout = layout or cgroups.detect()
+            stale = cgroups.stale(layout, bundle.id)
+            if stale:
+                stale.remove()
+        remove(bundle)
+        removed.append(bundle.id)
     return removed
+
+
+def mark_cgroup(bundle: Bundle) -> None:
+    """Note that this container has a cgroup, for gc to find and remove."""
+    (bundle.dir / "cgroup").touch()
 
 
 def main(argv: list[str]) -> int:

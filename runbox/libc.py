@@ -382,6 +382,64 @@ def chroot(path: str, *, why: str | None = None) -> None:
 
 # --- Files ---------------------------------------------------------------
 
+# Filesystem magic numbers from <linux/magic.h>, as statfs(2) reports them.
+FS_MAGIC = {
+    0x63677270: "CGROUP2_SUPER_MAGIC",
+    0x0027E0EB: "CGROUP_SUPER_MAGIC",
+    0x01021994: "TMPFS_MAGIC",
+    0x794C7630: "OVERLAYFS_SUPER_MAGIC",
+    0x62656572: "SYSFS_MAGIC",
+    0x00009FA0: "PROC_SUPER_MAGIC",
+    0x0000EF53: "EXT4_SUPER_MAGIC",
+}
+CGROUP2_SUPER_MAGIC = 0x63677270
+CGROUP_SUPER_MAGIC = 0x0027E0EB
+TMPFS_MAGIC = 0x01021994
+
+
+def statfs(path: str, *, why: str | None = None) -> int:
+    """statfs(2), returning only f_type, the filesystem's magic number.
+
+    os.statvfs is statvfs(3), which leaves f_type out, so this goes through
+    ctypes; f_type is the first field of struct statfs on every Linux ABI.
+    """
+    buf = ctypes.create_string_buffer(256)
+
+    def call() -> int:
+        _check("statfs", _libc.statfs(_b(path), buf), path)
+        return ctypes.c_long.from_buffer(buf).value
+
+    return _traced("statfs", [path], call, why=why, path=path,
+                   show=lambda t: f"0 (f_type={FS_MAGIC.get(t, hex(t))})")
+
+
+def read(fd: int, count: int, *, why: str | None = None) -> bytes:
+    """read(2) through os.read."""
+    return _traced("read", [fd, count], lambda: os.read(fd, count), why=why,
+                   show=lambda data: str(len(data)))
+
+
+def write(fd: int, data: bytes, *, why: str | None = None) -> int:
+    """write(2) through os.write."""
+    return _traced("write", [fd, data.decode(errors="replace"), len(data)],
+                   lambda: os.write(fd, data), why=why)
+
+
+def write_file(path: str, text: str, *, why: str | None = None) -> None:
+    """open(2), write(2), close(2): how the cgroup filesystem is driven.
+
+    Narrated as one write naming the path, since the path is the point; a
+    cgroup file takes each value in a single write(2).
+    """
+    def call() -> int:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            return os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+    _traced("write", [path, text], call, why=why, path=path)
+
 def chdir(path: str, *, why: str | None = None) -> None:
     """chdir(2) through os.chdir."""
     _traced("chdir", [path], lambda: os.chdir(path), why=why, path=path,

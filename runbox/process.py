@@ -46,21 +46,45 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
 
 
 def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
+          place: Callable[[int], None] | None = None,
           why: str | None = None) -> int:
     """Fork; the child runs child_main, which must end in execve.
 
     Returns the child's pid once it has exec'd.  If the child failed before
     that, it is reaped and its error raised here as a RunboxError.  From
     the moment of the fork, signals goes to the child.
+
+    With place, the child first waits until place(pid) has run in the
+    parent (to put it in its cgroup, say), so that nothing of the
+    container runs before that.  If place fails, the child never starts.
     """
     # Close-on-exec: a successful execve closes the child's end for us.
     r, w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC) if place else (-1, -1)
     pid = libc.fork(why=why)
     if pid == 0:
         os.close(r)
+        if place:
+            os.close(go_w)
+            # EOF instead of the byte: the parent failed or died. Leave.
+            if libc.read(go_r, 1, why="wait until the parent has placed "
+                                       "this process") != b"1":
+                os._exit(EXIT_RUNTIME)
+            os.close(go_r)
         _run_child(child_main, w)
     signals.pid = pid
     os.close(w)
+    if place:
+        os.close(go_r)
+        try:
+            place(pid)
+            libc.write(go_w, b"1", why="the child may go on")
+        except BaseException:
+            os.close(go_w)
+            os.close(r)
+            os.waitpid(pid, 0)
+            raise
+        os.close(go_w)
     with open(r, "rb") as pipe:
         report = pipe.read()
     if report:

@@ -70,10 +70,47 @@ class Namespace:
 
 
 @dataclass
+class Memory:
+    """OCI's `linux.resources.memory`, in bytes.
+
+    swap is OCI's (and docker's --memory-swap): the limit of memory and
+    swap together, so swap == limit allows no swap at all; -1 is no limit.
+    """
+
+    limit: int
+    swap: int
+
+
+@dataclass
+class Cpu:
+    """OCI's `linux.resources.cpu`: quota microseconds per period."""
+
+    quota: int
+    period: int = 100_000
+
+
+@dataclass
+class Pids:
+    """OCI's `linux.resources.pids`."""
+
+    limit: int
+
+
+@dataclass
+class Resources:
+    """OCI's `linux.resources`: what the container's cgroup limits."""
+
+    memory: Memory | None = None
+    cpu: Cpu | None = None
+    pids: Pids | None = None
+
+
+@dataclass
 class Linux:
     """OCI's `linux` section."""
 
     namespaces: list[Namespace] = field(default_factory=list)
+    resources: Resources | None = None
 
 
 @dataclass
@@ -120,9 +157,22 @@ class Spec:
             ],
             "linux": {"namespaces": namespaces},
         }
+        if self.linux.resources is not None:
+            oci["linux"]["resources"] = _resources_oci(self.linux.resources)
         if self.hostname is not None:
             oci["hostname"] = self.hostname
         return oci
+
+
+def _resources_oci(res: Resources) -> dict:
+    out: dict = {}
+    if res.memory:
+        out["memory"] = {"limit": res.memory.limit, "swap": res.memory.swap}
+    if res.cpu:
+        out["cpu"] = {"quota": res.cpu.quota, "period": res.cpu.period}
+    if res.pids:
+        out["pids"] = {"limit": res.pids.limit}
+    return out
 
 
 def namespaces(*kinds: str) -> list[Namespace]:

@@ -1,0 +1,139 @@
+"""Stage 04: cgroups, so the container is limited as well as hidden.
+
+Namespaces hide the host; they do not stop a container from taking all of
+its memory, filling its process table or spinning every CPU.  This stage
+puts the container in a cgroup of its own with docker's limits: --memory,
+--memory-swap, --cpus and --pids-limit.  The child waits on a pipe until the
+parent has written its pid into cgroup.procs, so nothing of the container
+ever runs unlimited.  An OOM kill is reported as one, read from the cgroup
+before it goes; when PID 1 exits, whatever is left in the cgroup is killed
+and the cgroup removed.  What a killed runbox left behind, the next run
+collects.
+
+    python stages/04_cgroups [--rootfs NAME|DIR] [--hostname NAME]
+                             [-e KEY=VALUE] [--memory SIZE]
+                             [--memory-swap SIZE] [--cpus N]
+                             [--pids-limit N] [--quiet] CMD [ARG...]
+"""
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from runbox import (
+    cgroups, cli, container, images, libc, limits, mounts, newroot, overlay,
+    process, spec,
+)
+
+app = cli.stage_app(__doc__.split("\n\n")[0])
+
+
+def run(config: spec.Spec, bundle: container.Bundle,
+        signals: process.SignalForwarder) -> int:
+    """Make the cgroup, unshare, fork, place the child, build its root."""
+    resolv_conf = Path("/etc/resolv.conf").read_text()
+
+    # The cgroup exists, limits written, before the container does.
+    cgroup = cgroups.Cgroup(cgroups.detect(), bundle.id)
+    container.mark_cgroup(bundle)
+    cgroup.create(config.linux.resources)
+    try:
+        def child() -> NoReturn:
+            libc.unshare(config.clone_flags("mount", "uts", "ipc"),
+                         why="a mount table, hostname and IPC of its own")
+            mounts.make_private("/")
+            libc.sethostname(config.hostname,
+                             why="renames only the new UTS namespace")
+            overlay.mount_overlay(Path(config.root.path), bundle)
+            newroot.pivot_into(str(bundle.merged))
+            mounts.mount_all(config.mounts)
+            mounts.populate_dev()
+            newroot.write_etc(config.hostname, resolv_conf)
+            libc.chdir(config.process.cwd,
+                       why="the command's working directory")
+            process.exec_command(
+                config.process.args, config.process.env,
+                why="the container's PID 1 becomes the command")
+
+        libc.unshare(config.clone_flags("pid"),
+                     why="the next child forked is PID 1 of a new PID "
+                         "namespace")
+
+        # The child waits until cgroup.add has put it in its cgroup: its
+        # first instruction already runs limited.
+        pid = process.spawn(
+            child, signals, place=cgroup.add,
+            why="the container's first process, PID 1 inside")
+        code = process.wait(pid)
+
+        # Read before the cgroup goes: the count goes with it.
+        memory = config.linux.resources and config.linux.resources.memory
+        if memory and cgroup.oom_kills():
+            limit = limits.format_size(memory.limit)
+            what = "killed" if code == 137 else "a process was killed"
+            print(f"runbox: {what}: out of memory, limit {limit}",
+                  file=sys.stderr, flush=True)
+        return code
+    finally:
+        # PID 1 is gone; anything left in the cgroup goes with it.
+        cgroup.remove()
+
+
+@app.command()
+def main(
+    command: list[str] = cli.COMMAND,
+    rootfs: str = typer.Option(None, "--rootfs",
+                               help="An image name or a directory "
+                                    "[default: busybox]."),
+    hostname: str = typer.Option(None, "--hostname",
+                                 help="The container's hostname "
+                                      "[default: its id]."),
+    env: list[str] = typer.Option(None, "--env", "-e",
+                                  help="Set a variable, KEY=VALUE."),
+    memory: str = typer.Option(None, "--memory", "-m",
+                               help="Memory limit, e.g. 64m or 1g."),
+    memory_swap: str = typer.Option(
+        None, "--memory-swap",
+        help="Memory and swap together; -1 for unlimited swap "
+             "[default: the memory limit, no swap]."),
+    cpus: str = typer.Option(None, "--cpus",
+                             help="CPUs' worth of time, e.g. 0.5."),
+    pids_limit: str = typer.Option(None, "--pids-limit",
+                                   help="At most this many processes."),
+    quiet: bool = cli.QUIET,
+) -> int:
+    args = cli.start(command, quiet=quiet)
+    cli.require_root("stage 04")
+    root = images.resolve_rootfs(rootfs)
+    extra = cli.parse_env(env)
+    resources = limits.parse(memory=memory, memory_swap=memory_swap,
+                             cpus=cpus, pids_limit=pids_limit)
+
+    # What a runbox killed with SIGKILL left behind: its cgroup, its
+    # container's processes, its directories.  Only those of dead runboxes.
+    container.gc()
+
+    with process.SignalForwarder() as signals:
+        bundle = container.create()
+        try:
+            name = cli.check_hostname(hostname or bundle.id)
+            config = spec.Spec(
+                spec.Process(args, spec.container_env(
+                    extra, hostname=name, term=os.environ.get("TERM"))),
+                spec.Root(str(root)),
+                hostname=name,
+                mounts=spec.default_mounts(),
+                linux=spec.Linux(
+                    spec.namespaces("pid", "mount", "uts", "ipc"),
+                    resources=resources),
+            )
+            spec.validate(config)
+            return run(config, bundle, signals)
+        finally:
+            container.remove(bundle)
+
+
+cli.main(app)
