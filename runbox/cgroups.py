@@ -112,6 +112,17 @@ def _write(path: Path, value: str, why: str | None = None) -> None:
     libc.write_file(str(path), value, why=why)
 
 
+def _make_parent(path: Path) -> None:
+    """runbox's parent cgroup, made once and kept; it holds no process."""
+    if path.is_dir():
+        return
+    try:
+        libc.mkdir(str(path), 0o755,
+                   why="runbox's own parent cgroup, never the caller's")
+    except FileExistsError:
+        pass  # another runbox made it meanwhile
+
+
 def _swap_in_use() -> bool:
     with open("/proc/swaps") as f:
         return len(f.read().splitlines()) > 1
@@ -161,7 +172,7 @@ class Cgroup:
             if self.v2_dir:
                 self._enable_v2(wanted)
             for d in self.dirs:
-                d.parent.mkdir(exist_ok=True)
+                _make_parent(d.parent)
                 libc.mkdir(str(d), 0o755,
                            why="the container's own cgroup")
             self._limit(res)
@@ -178,7 +189,7 @@ class Cgroup:
         """
         available = sorted(self.layout.v2_controllers & set(CONTROLLERS))
         for level in (self.layout.v2_root, self.layout.v2_root / PARENT):
-            level.mkdir(exist_ok=True)
+            _make_parent(level)
             enabled = (level / "cgroup.subtree_control").read_text().split()
             for controller in available:
                 if controller in enabled:

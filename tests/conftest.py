@@ -21,6 +21,7 @@ STAGES = {
     1: REPO / "stages/01_fork_exec",
     2: REPO / "stages/02_namespaces",
     3: REPO / "stages/03_pivot_root",
+    4: REPO / "stages/04_cgroups",
 }
 
 needs_root = pytest.mark.skipif(
@@ -31,6 +32,16 @@ needs_root = pytest.mark.skipif(
 def mountinfo() -> str:
     with open("/proc/self/mountinfo") as f:
         return f.read()
+
+
+def runbox_cgroups() -> set[str]:
+    """Every cgroup under a runbox/ parent, in any hierarchy."""
+    found = set()
+    root = Path("/sys/fs/cgroup")
+    for parent in [root / "runbox", *root.glob("*/runbox")]:
+        if parent.is_dir():
+            found |= {str(p) for p in parent.iterdir() if p.is_dir()}
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -60,8 +71,10 @@ def host_unchanged(state_root):
     container state behind."""
     mounts_before = mountinfo()
     hostname_before = socket.gethostname()
+    cgroups_before = runbox_cgroups()
     yield
     assert mountinfo() == mounts_before, "the host's mount table changed"
+    assert runbox_cgroups() == cgroups_before, "a runbox cgroup was left"
     assert socket.gethostname() == hostname_before, "host hostname changed"
     containers = state_root / "containers"
     left = list(containers.iterdir()) if containers.exists() else []

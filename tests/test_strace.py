@@ -89,20 +89,27 @@ def assert_in_order(claimed, seen, who):
                         "strace in that order")
 
 
-@pytest.mark.parametrize("n", [1, 2, 3])
-def test_every_narrated_syscall_is_real(n, stage, image_root, tmp_path):
-    log = tmp_path / "strace.log"
+def run_straced(n: int, image_root, log) -> subprocess.CompletedProcess:
     argv = [sys.executable, str(STAGES[n])]
     if n >= 3:
         argv += ["--rootfs", str(image_root)]
     if n >= 2:
         argv += ["--hostname", "traced"]
+    if n >= 4:
+        argv += ["--memory", "32m", "--pids-limit", "16"]
     result = subprocess.run(
         ["strace", "-f", "-qq", "-s", "4096", "-o", str(log), *argv,
          "sh", "-c", "exit 0"],
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "NO_COLOR": "1"})
     assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_every_narrated_syscall_is_real(n, stage, image_root, tmp_path):
+    log = tmp_path / "strace.log"
+    result = run_straced(n, image_root, log)
 
     claimed = narrated_calls(result.stderr)
     seen = straced_calls(str(log))
@@ -116,3 +123,19 @@ def test_every_narrated_syscall_is_real(n, stage, image_root, tmp_path):
     # child itself makes no syscall there.
     assert claimed["child"][0][0] == "fork"
     assert_in_order(claimed["child"][1:], seen[child_pid], "child")
+
+
+def test_child_waits_until_placed_in_its_cgroup(stage, image_root, tmp_path):
+    # C16: the child does nothing of the container's before the parent
+    # has written its pid into every cgroup.procs.
+    log = tmp_path / "strace.log"
+    result = run_straced(4, image_root, log)
+    child = fork_result(result.stderr)
+    lines = log.read_text().splitlines()
+    placed = [i for i, line in enumerate(lines)
+              if "cgroup.procs" in line and "openat(" in line
+              and "O_WRONLY" in line]
+    unshared = [i for i, line in enumerate(lines)
+                if line.startswith(f"{child} ") and "unshare(" in line]
+    assert placed and unshared
+    assert max(placed) < min(unshared)
