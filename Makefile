@@ -18,7 +18,8 @@ ROOTFS := $(RUNBOX_ROOT)/images/busybox/rootfs
 # libc6-dev to build the static probe programs.
 TEST_PACKAGES := strace gcc libc6-dev
 
-.PHONY: all venv rootfs stage1 stage2 stage3 test test-deps lab clean
+.PHONY: all venv rootfs stage1 stage2 stage3 stage4 test test-deps lab clean \
+	distclean
 
 all: rootfs
 
@@ -44,6 +45,8 @@ stage2: | $(PY)
 	@$(PY) stages/02_namespaces $(OPTS) $(value CMD)
 stage3: $(ROOTFS) | $(PY)
 	@$(PY) stages/03_pivot_root $(OPTS) $(value CMD)
+stage4: $(ROOTFS) | $(PY)
+	@$(PY) stages/04_cgroups $(OPTS) $(value CMD)
 
 test-deps:
 	@missing=$$(for p in $(TEST_PACKAGES); do \
