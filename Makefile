@@ -38,15 +38,15 @@ rootfs: $(ROOTFS)
 $(ROOTFS): | $(PY)
 	$(PY) -m runbox.images busybox
 
-# $(value CMD) keeps a $$ meant for the container's shell as it was typed.
+# $(value ...) keeps a $$ meant for the container's shell as it was typed.
 stage1: | $(PY)
-	@$(PY) stages/01_fork_exec $(OPTS) $(value CMD)
+	@$(PY) stages/01_fork_exec $(value OPTS) $(value CMD)
 stage2: | $(PY)
-	@$(PY) stages/02_namespaces $(OPTS) $(value CMD)
+	@$(PY) stages/02_namespaces $(value OPTS) $(value CMD)
 stage3: $(ROOTFS) | $(PY)
-	@$(PY) stages/03_pivot_root $(OPTS) $(value CMD)
+	@$(PY) stages/03_pivot_root $(value OPTS) $(value CMD)
 stage4: $(ROOTFS) | $(PY)
-	@$(PY) stages/04_cgroups $(OPTS) $(value CMD)
+	@$(PY) stages/04_cgroups $(value OPTS) $(value CMD)
 
 test-deps:
 	@missing=$$(for p in $(TEST_PACKAGES); do \

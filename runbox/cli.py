@@ -12,6 +12,9 @@ as in docker.
 
 from __future__ import annotations
 
+# First, before the slow imports below: see the module's docstring.
+from runbox import early_sigint  # noqa: F401 - imported for its effect
+
 import os
 import re
 import sys
@@ -46,7 +49,7 @@ def start(command: list[str] | None, *, quiet: bool) -> list[str]:
     """Check the command, switch narration on unless quiet; return argv."""
     if not command:
         raise RunboxError("no command given: try 'sh'")
-    if not quiet:
+    if not quiet and sys.stderr is not None:
         trace.enable()
     return list(command)
 
@@ -57,6 +60,15 @@ def require_root(stage: str) -> None:
         raise RunboxError(
             f"{stage} needs root: namespaces and mounts need CAP_SYS_ADMIN "
             "(run it with sudo)")
+
+
+def host_cwd() -> str:
+    """The caller's working directory, which stages 01 and 02 keep."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        raise RunboxError("the current directory no longer exists: "
+                          "cd somewhere else first") from None
 
 
 def check_hostname(name: str) -> str:
@@ -107,5 +119,11 @@ def _run(call: Callable[[], object]) -> int:
 
 def _fail(message: str, code: int = EXIT_RUNTIME) -> int:
     first = message.strip().splitlines()[0] if message.strip() else "failed"
-    print(f"runbox: {first}", file=sys.stderr, flush=True)
+    # With stderr closed, Python's sys.stderr is None, and print would
+    # fall back to stdout: the command's output is no place for this.
+    if sys.stderr is not None:
+        try:
+            print(f"runbox: {first}", file=sys.stderr, flush=True)
+        except OSError:
+            pass
     return code

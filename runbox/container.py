@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,15 @@ def _start_time(pid: int) -> str | None:
         return None
     # The command name may hold spaces and parentheses; fields follow ")".
     return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _state(pid: int) -> str | None:
+    """The state letter of pid ("R", "S", "Z" ...), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
 
 
 def create() -> Bundle:
@@ -93,14 +104,45 @@ def remove(bundle: Bundle) -> None:
     shutil.rmtree(bundle.dir, ignore_errors=False)
 
 
-def owner_alive(bundle: Bundle) -> bool:
-    """Whether the runbox process that made this directory still runs."""
+def _alive(record: Path) -> int | None:
+    """The pid a "PID STARTTIME" file names, if that very process runs."""
     try:
-        pid_text, start = (bundle.dir / "owner").read_text().split()
+        pid_text, start = record.read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
-        return False
-    return _start_time(pid) == start
+        return None
+    return pid if _start_time(pid) == start else None
+
+
+def owner_alive(bundle: Bundle) -> bool:
+    """Whether the runbox process that made this directory still runs."""
+    return _alive(bundle.dir / "owner") is not None
+
+
+def record_pid(bundle: Bundle, pid: int) -> None:
+    """Note the container's first process, for gc to end if orphaned."""
+    (bundle.dir / "pid").write_text(f"{pid} {_start_time(pid)}\n")
+
+
+def _end_orphan(bundle: Bundle) -> None:
+    """SIGKILL the container's PID 1 if its runbox died and it did not.
+
+    Its PID namespace goes with it, and so does its mount namespace with
+    the overlay, so the directories can go next.  The start time check
+    makes sure the pid is still the container's, not a reused one.
+    """
+    pid = _alive(bundle.dir / "pid")
+    if pid is None:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(500):
+        if _start_time(pid) is None or _state(pid) == "Z":
+            return
+        time.sleep(0.01)
+    raise RunboxError(f"container {bundle.id}: pid {pid} did not die")
 
 
 def gc() -> list[str]:
@@ -119,8 +161,9 @@ def gc() -> list[str]:
         bundle = Bundle(entry.name, entry)
         if not entry.is_dir() or entry.is_symlink() or owner_alive(bundle):
             continue
-        # Its cgroup first: killing what still runs there ends the
-        # container's mount namespace, and with it the overlay.
+        # What still runs first: that ends the container's mount namespace,
+        # and with it the overlay.
+        _end_orphan(bundle)
         if (entry / "cgroup").exists():
             from runbox import cgroups
 

@@ -34,8 +34,10 @@ from runbox import trace
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# glibc has no pivot_root(); it is reached through syscall(2) by number.
+# glibc has no pivot_root(); it is reached through syscall(2) by number,
+# as is rt_sigaction, whose glibc wrapper refuses glibc's own signals.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
+_SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134}.get(platform.machine())
 
 
 class CloneFlag(enum.IntFlag):
@@ -153,6 +155,10 @@ HINTS: dict[tuple[str, int], str] = {
 }
 
 
+# How much of a string argument narration shows.
+MAX_SHOWN = 1024
+
+
 class _Raw(str):
     """An argument already formatted, printed without quotes."""
 
@@ -167,7 +173,10 @@ def _fmt(value: object) -> str:
         return flag_names(value)
     if isinstance(value, (str, bytes, os.PathLike)):
         text = os.fsdecode(value)
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # Like strace -s: a huge argument would drown the story.
+        cut = "..." if len(text) > MAX_SHOWN else ""
+        text = text[:MAX_SHOWN].replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{text}"{cut}'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_fmt(v) for v in value) + "]"
     return str(value)
@@ -287,6 +296,21 @@ def waitpid(pid: int, options: int = 0, *,
         why=why, show=lambda r: f"{r[0]} ({describe_status(r[1])})"
         if r[0] else "0",
     )
+
+
+def rt_sigaction_default(signum: int) -> None:
+    """rt_sigaction(2) with SIG_DFL, unnarrated: it runs for every signal.
+
+    The raw syscall, because glibc's sigaction and Python's signal module
+    refuse signals 32 and 33, which glibc keeps for itself; a parent (GNU
+    make, for one) may have left them ignored all the same.
+    """
+    if _SYS_RT_SIGACTION is None:
+        return
+    # struct sigaction all zero: SIG_DFL, no flags, no restorer, no mask.
+    act = ctypes.create_string_buffer(32)
+    _libc.syscall(ctypes.c_long(_SYS_RT_SIGACTION), ctypes.c_int(signum),
+                  act, None, ctypes.c_size_t(8))
 
 
 def kill(pid: int, sig: int, *, why: str | None = None) -> None:

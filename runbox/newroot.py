@@ -62,6 +62,15 @@ def _replace(path: str, content: str) -> None:
         f.write(content)
 
 
+def host_resolv_conf() -> str:
+    """The host's resolver settings, to pass on; none if it has none."""
+    try:
+        with open("/etc/resolv.conf") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def write_etc(hostname: str, resolv_conf: str) -> None:
     """Give the container its /etc/hostname, /etc/hosts and resolv.conf.
 

@@ -15,18 +15,29 @@ from runbox.container import Bundle
 from runbox.errors import RunboxError
 
 
+# mount(2) hands a filesystem one page of options, the final NUL included.
+MAX_OPTIONS = 4095
+
+
 def options(lower: Path, upper: Path, work: Path) -> str:
     """The data string of the overlay mount.
 
-    overlayfs splits its options at commas and its lower layers at colons,
-    so a path holding either cannot be named here; it is refused rather
-    than mounted wrongly.
+    overlayfs splits its options at commas, its lower layers at colons, and
+    takes a backslash as an escape, so a path holding any of them cannot be
+    named here; it is refused rather than mounted wrongly.
     """
     for path in (lower, upper, work):
-        if any(c in str(path) for c in ",:\n"):
+        if any(c in str(path) for c in ",:\\\n"):
             raise RunboxError(
-                f"{path}: overlay cannot use a path with ',' or ':' in it")
-    return f"lowerdir={lower},upperdir={upper},workdir={work}"
+                f"{path}: overlay cannot use a path with ',', ':' or '\\' "
+                "in it")
+    data = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    if len(data.encode()) > MAX_OPTIONS:
+        raise RunboxError(
+            f"overlay options are {len(data.encode())} bytes, more than the "
+            f"kernel takes ({MAX_OPTIONS}): use shorter paths for the image "
+            "and RUNBOX_ROOT")
+    return data
 
 
 def mount_overlay(lower: Path, bundle: Bundle) -> None:

@@ -13,8 +13,12 @@ DEFAULT_ROOT = "/var/lib/runbox"
 
 
 def state_root() -> Path:
-    """The state root: $RUNBOX_ROOT, or /var/lib/runbox."""
-    return Path(os.environ.get("RUNBOX_ROOT") or DEFAULT_ROOT)
+    """The state root: $RUNBOX_ROOT (empty means unset), or /var/lib/runbox.
+
+    A relative RUNBOX_ROOT is taken from the current directory and made
+    absolute here, once: the container's process changes directory later.
+    """
+    return Path(os.environ.get("RUNBOX_ROOT") or DEFAULT_ROOT).absolute()
 
 
 def images_dir() -> Path:

@@ -19,14 +19,18 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
-from runbox import libc
+from runbox import libc, trace
 from runbox.errors import (
     EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_RUNTIME, RunboxError,
 )
 from runbox.spec import DEFAULT_PATH
 
-# The signals a user sends to runbox that are meant for the container.
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# The signals a user sends to runbox that are meant for the container:
+# each would otherwise end runbox and leave the container running.
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+# Those that ask for an end: sent twice, the second is SIGKILL.
+ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 
 
 def describe_error(exc: BaseException) -> tuple[str, int]:
@@ -47,6 +51,7 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
 
 def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
           place: Callable[[int], None] | None = None,
+          die_with_parent: bool = False,
           why: str | None = None) -> int:
     """Fork; the child runs child_main, which must end in execve.
 
@@ -57,16 +62,23 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
     With place, the child first waits until place(pid) has run in the
     parent (to put it in its cgroup, say), so that nothing of the
     container runs before that.  If place fails, the child never starts.
+    With die_with_parent, the kernel kills the child if runbox dies, even
+    by SIGKILL.
     """
+    sync = place is not None or die_with_parent
     # Close-on-exec: a successful execve closes the child's end for us.
     r, w = os.pipe2(os.O_CLOEXEC)
-    go_r, go_w = os.pipe2(os.O_CLOEXEC) if place else (-1, -1)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC) if sync else (-1, -1)
     pid = libc.fork(why=why)
     if pid == 0:
         os.close(r)
-        if place:
+        if sync:
             os.close(go_w)
-            # EOF instead of the byte: the parent failed or died. Leave.
+            if die_with_parent:
+                libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL,
+                           why="if runbox dies, the container dies too")
+            # EOF instead of the byte: the parent failed, or died before
+            # the prctl above could catch it.  Either way, leave.
             if libc.read(go_r, 1, why="wait until the parent has placed "
                                        "this process") != b"1":
                 os._exit(EXIT_RUNTIME)
@@ -74,10 +86,11 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
         _run_child(child_main, w)
     signals.pid = pid
     os.close(w)
-    if place:
+    if sync:
         os.close(go_r)
         try:
-            place(pid)
+            if place:
+                place(pid)
             libc.write(go_w, b"1", why="the child may go on")
         except BaseException:
             os.close(go_w)
@@ -116,17 +129,22 @@ def find_command(name: str, env: dict[str, str]) -> str:
     Run this after the container's root is in place, so the lookup happens
     in the container's filesystem, never the host's.
     """
+    if not name:
+        raise RunboxError("'': command not found", exit_code=EXIT_NOT_FOUND)
     if "/" in name:
         return name
     denied = None
-    # Like execvp: with no PATH set at all, the default one applies.
+    # Like execvp: with no PATH set at all, the default one applies.  A
+    # directory of that name on the way is passed over, as a shell does.
     for directory in env.get("PATH", DEFAULT_PATH).split(":"):
         path = os.path.join(directory or ".", name)
         try:
             mode = os.stat(path).st_mode
         except OSError:
             continue
-        if stat.S_ISREG(mode) and os.access(path, os.X_OK):
+        if not stat.S_ISREG(mode):
+            continue
+        if os.access(path, os.X_OK):
             return path
         denied = denied or path
     if denied:
@@ -142,13 +160,15 @@ def exec_command(args: list[str], env: dict[str, str], *,
     A missing file gives 127; one that exists but cannot run gives 126.
     """
     path = find_command(args[0], env)
-    # Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays
-    # ignored across execve: give the command the defaults a shell would.
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(sig, signal.SIG_DFL)
+    reset_signals()
     try:
         libc.execve(path, args, env, why=why)
     except OSError as exc:
+        if exc.errno == errno.ENOENT and os.path.isfile(path):
+            # The file is there: what is missing is its #! interpreter.
+            raise RunboxError(
+                f"{path}: bad interpreter: {_interpreter(path)}: no such "
+                "file or directory", exit_code=EXIT_CANNOT_EXECUTE) from None
         if exc.errno == errno.ENOENT:
             raise RunboxError(f"{path}: no such file or directory",
                               exit_code=EXIT_NOT_FOUND) from None
@@ -157,6 +177,33 @@ def exec_command(args: list[str], env: dict[str, str], *,
             reason = "is a directory"
         raise RunboxError(f"{path}: cannot execute: {reason}",
                           exit_code=EXIT_CANNOT_EXECUTE) from None
+
+
+def _interpreter(path: str) -> str:
+    """The interpreter a script's #! line names, or "?"."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(256)
+    except OSError:
+        return "?"
+    if not first.startswith(b"#!"):
+        return "?"
+    words = first[2:].split()
+    return os.fsdecode(words[0]) if words else "?"
+
+
+def reset_signals() -> None:
+    """Give the command every signal's default action, and none blocked.
+
+    An ignored signal stays ignored across execve, and so does the mask.
+    Python ignores SIGPIPE and SIGXFSZ, and whatever started runbox may
+    have ignored more: the command would inherit all of it.
+    """
+    for signum in range(1, signal.SIGRTMAX + 1):
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            libc.rt_sigaction_default(signum)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    trace.note("every signal back to its default action, none blocked")
 
 
 def exit_code(status: int) -> int:
@@ -169,8 +216,8 @@ class SignalForwarder:
     """Pass the user's signals to the container while runbox waits for it.
 
     A container's PID 1 ignores any signal it has no handler for, even
-    SIGTERM, so a forwarded signal may do nothing.  The second signal of a
-    kind therefore ends the container with SIGKILL: a user pressing Ctrl-C
+    SIGTERM, so a forwarded signal may do nothing.  The second INT, TERM or
+    QUIT therefore ends the container with SIGKILL: a user pressing Ctrl-C
     twice always gets their terminal back.
     """
 
@@ -193,8 +240,11 @@ class SignalForwarder:
             # Nothing started yet: unwind, so that cleanup runs.
             raise RunboxError(f"interrupted by {libc.signal_name(signum)}",
                               exit_code=128 + signum)
-        sig = signal.SIGKILL if signum in self.seen else signum
-        self.seen.add(signum)
+        sig = signum
+        if signum in ENDING:
+            if signum in self.seen:
+                sig = signal.SIGKILL
+            self.seen.add(signum)
         try:
             libc.kill(self.pid, sig, why="pass the user's signal on")
         except ProcessLookupError:

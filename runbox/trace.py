@@ -84,7 +84,12 @@ def _emit(head: str, style: str, notes: list[tuple[str, str]]) -> None:
         text.append(f"\n{pad}{label}: ", style="dim")
         text.append(note, style="italic" if label == "why" else "yellow")
     # One print is one write, so lines from parent and child never tear.
-    _console.print(text)
+    # Narration must never stop the container: if stderr is gone (a
+    # closed pipe, a full disk), the story ends and the run goes on.
+    try:
+        _console.print(text)
+    except OSError:
+        disable()
 
 
 def call(

@@ -278,3 +278,26 @@ def test_etc_symlinks_in_the_image_are_not_followed(stage, tmp_path,
     assert "box" in result.stdout
     assert victim.read_text() == "untouched\n"
     assert os.readlink(rootfs / "etc/hosts").endswith(str(victim))
+
+
+def test_orphan_of_a_killed_runbox_is_collected(state_root, image_root):
+    # Stage 03 has no parent-death signal: SIGKILL runbox and the
+    # container runs on, its directory with it.  gc ends that container
+    # (by its recorded pid and start time) and then removes its directory.
+    with Started("sh", "-c", "echo $$; echo ready; exec sleep 60",
+                 state_root=state_root, image_root=image_root) as proc:
+        assert proc.stdout.readline() == "1\n"
+        assert proc.stdout.readline() == "ready\n"
+        [bundle] = (state_root / "containers").iterdir()
+        pid = int((bundle / "pid").read_text().split()[0])
+        os.kill(proc.pid, signal.SIGKILL)  # runbox only
+        proc.wait()
+        assert Path(f"/proc/{pid}").exists()
+        result = subprocess.run(
+            [sys.executable, "-m", "runbox.container", "gc"],
+            capture_output=True, text=True,
+            env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+        assert result.stdout == f"removed {bundle.name}\n"
+        assert not bundle.exists()
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"

@@ -40,7 +40,7 @@ def main(command: list[str] = cli.COMMAND, quiet: bool = cli.QUIET) -> int:
 
     # No namespaces and no root of its own: the command sees the host's
     # files, so it gets the host's environment too.
-    config = spec.Spec(spec.Process(args, dict(os.environ), os.getcwd()),
+    config = spec.Spec(spec.Process(args, dict(os.environ), cli.host_cwd()),
                        spec.Root("/"))
     spec.validate(config)
     return run(config)

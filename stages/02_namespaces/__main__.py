@@ -69,9 +69,10 @@ def main(
 
     proc = [m for m in spec.default_mounts() if m.destination == "/proc"]
     config = spec.Spec(
-        spec.Process(args, dict(os.environ), os.getcwd()),
+        spec.Process(args, dict(os.environ), cli.host_cwd()),
         spec.Root("/"),
-        hostname=cli.check_hostname(hostname or secrets.token_hex(6)),
+        hostname=cli.check_hostname(
+            secrets.token_hex(6) if hostname is None else hostname),
         mounts=proc,
         linux=spec.Linux(spec.namespaces("pid", "mount", "uts", "ipc")),
     )

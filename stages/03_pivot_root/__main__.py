@@ -30,7 +30,7 @@ def run(config: spec.Spec, bundle: container.Bundle,
         signals: process.SignalForwarder, *, chroot: bool = False) -> int:
     """Unshare, fork, build the container's root in the child, exec."""
     # Read before the fork: once the root has moved the host's file is gone.
-    resolv_conf = Path("/etc/resolv.conf").read_text()
+    resolv_conf = newroot.host_resolv_conf()
 
     def child() -> NoReturn:
         libc.unshare(config.clone_flags("mount", "uts", "ipc"),
@@ -61,8 +61,11 @@ def run(config: spec.Spec, bundle: container.Bundle,
     libc.unshare(config.clone_flags("pid"),
                  why="the next child forked is PID 1 of a new PID namespace")
 
+    # The child waits until its pid is on record: should runbox be killed,
+    # gc can then find the orphaned container and end it.
     pid = process.spawn(
-        child, signals, why="the container's first process, PID 1 inside")
+        child, signals, place=lambda pid: container.record_pid(bundle, pid),
+        why="the container's first process, PID 1 inside")
     return process.wait(pid)
 
 
@@ -71,10 +74,10 @@ def main(
     command: list[str] = cli.COMMAND,
     rootfs: str = typer.Option(None, "--rootfs",
                                help="An image name or a directory "
-                                    "[default: busybox]."),
+                                    "(default: busybox)."),
     hostname: str = typer.Option(None, "--hostname",
                                  help="The container's hostname "
-                                      "[default: its id]."),
+                                      "(default: its id)."),
     env: list[str] = typer.Option(None, "--env", "-e",
                                   help="Set a variable, KEY=VALUE."),
     chroot: bool = typer.Option(False, "--chroot",
@@ -92,7 +95,8 @@ def main(
     with process.SignalForwarder() as signals:
         bundle = container.create()
         try:
-            name = cli.check_hostname(hostname or bundle.id)
+            name = cli.check_hostname(
+                bundle.id if hostname is None else hostname)
             config = spec.Spec(
                 spec.Process(args, spec.container_env(
                     extra, hostname=name, term=os.environ.get("TERM"))),

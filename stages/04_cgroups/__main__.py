@@ -34,7 +34,7 @@ app = cli.stage_app(__doc__.split("\n\n")[0])
 def run(config: spec.Spec, bundle: container.Bundle,
         signals: process.SignalForwarder) -> int:
     """Make the cgroup, unshare, fork, place the child, build its root."""
-    resolv_conf = Path("/etc/resolv.conf").read_text()
+    resolv_conf = newroot.host_resolv_conf()
 
     # The cgroup exists, limits written, before the container does.
     cgroup = cgroups.Cgroup(cgroups.detect(), bundle.id)
@@ -62,10 +62,15 @@ def run(config: spec.Spec, bundle: container.Bundle,
                      why="the next child forked is PID 1 of a new PID "
                          "namespace")
 
-        # The child waits until cgroup.add has put it in its cgroup: its
-        # first instruction already runs limited.
+        def place(pid: int) -> None:
+            container.record_pid(bundle, pid)
+            cgroup.add(pid)
+
+        # The child waits until place() has put it in its cgroup: its
+        # first instruction already runs limited.  And from here on it
+        # dies with runbox, even if runbox is killed with SIGKILL.
         pid = process.spawn(
-            child, signals, place=cgroup.add,
+            child, signals, place=place, die_with_parent=True,
             why="the container's first process, PID 1 inside")
         code = process.wait(pid)
 
@@ -87,10 +92,10 @@ def main(
     command: list[str] = cli.COMMAND,
     rootfs: str = typer.Option(None, "--rootfs",
                                help="An image name or a directory "
-                                    "[default: busybox]."),
+                                    "(default: busybox)."),
     hostname: str = typer.Option(None, "--hostname",
                                  help="The container's hostname "
-                                      "[default: its id]."),
+                                      "(default: its id)."),
     env: list[str] = typer.Option(None, "--env", "-e",
                                   help="Set a variable, KEY=VALUE."),
     memory: str = typer.Option(None, "--memory", "-m",
@@ -98,7 +103,7 @@ def main(
     memory_swap: str = typer.Option(
         None, "--memory-swap",
         help="Memory and swap together; -1 for unlimited swap "
-             "[default: the memory limit, no swap]."),
+             "(default: the memory limit, no swap)."),
     cpus: str = typer.Option(None, "--cpus",
                              help="CPUs' worth of time, e.g. 0.5."),
     pids_limit: str = typer.Option(None, "--pids-limit",
@@ -119,7 +124,8 @@ def main(
     with process.SignalForwarder() as signals:
         bundle = container.create()
         try:
-            name = cli.check_hostname(hostname or bundle.id)
+            name = cli.check_hostname(
+                bundle.id if hostname is None else hostname)
             config = spec.Spec(
                 spec.Process(args, spec.container_env(
                     extra, hostname=name, term=os.environ.get("TERM"))),
