@@ -96,12 +96,14 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
             os.close(go_w)
             os.close(r)
             os.waitpid(pid, 0)
+            signals.reaped()
             raise
         os.close(go_w)
     with open(r, "rb") as pipe:
         report = pipe.read()
     if report:
         os.waitpid(pid, 0)
+        signals.reaped()
         error = json.loads(report)
         raise RunboxError(error["message"], exit_code=error["exit_code"])
     return pid
@@ -223,6 +225,7 @@ class SignalForwarder:
 
     def __init__(self) -> None:
         self.pid: int | None = None
+        self.ended = False
         self.seen: set[int] = set()
         self.saved: dict[int, object] = {}
 
@@ -233,9 +236,19 @@ class SignalForwarder:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.saved.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+            # Once the container has ended, runbox only has its exit code
+            # left to give: a late Ctrl-C must not replace it.
+            signal.signal(sig, signal.SIG_IGN if self.ended else handler)
+
+    def reaped(self) -> None:
+        """The container is gone: its pid may already belong to another
+        process, so nothing is sent to it any more."""
+        self.pid = None
+        self.ended = True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.ended:
+            return
         if self.pid is None:
             # Nothing started yet: unwind, so that cleanup runs.
             raise RunboxError(f"interrupted by {libc.signal_name(signum)}",
@@ -251,8 +264,9 @@ class SignalForwarder:
             pass
 
 
-def wait(pid: int) -> int:
+def wait(pid: int, signals: SignalForwarder) -> int:
     """Wait for the container's process; return its shell exit code."""
     _, status = libc.waitpid(
         pid, 0, why="wait for the container to end, and learn how it did")
+    signals.reaped()
     return exit_code(status)

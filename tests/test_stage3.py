@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -226,9 +227,23 @@ def test_term_is_forwarded_and_cleanup_runs(state_root, image_root):
 def test_second_signal_kills_a_deaf_pid_1(state_root, image_root):
     # PID 1 ignores signals it has no handler for: a second one kills.
     # Signals sent at once may merge into one, so keep pressing Ctrl-C.
-    with Started("sh", "-c", "echo ready; exec sleep 60",
-                 state_root=state_root, image_root=image_root) as proc:
-        assert proc.stdout.readline() == "ready\n"
+    # sleep is PID 1 itself (a shell might catch SIGINT), and only once its
+    # exec is done does the test start.
+    with Started("sleep", "60", state_root=state_root,
+                 image_root=image_root) as proc:
+        cmdline = None
+        for _ in range(1000):
+            bundles = list((state_root / "containers").glob("*/pid"))
+            if bundles:
+                pid = bundles[0].read_text().split()[0]
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    pass
+                if cmdline == b"sleep\x0060\x00":
+                    break
+            time.sleep(0.01)
+        assert cmdline == b"sleep\x0060\x00"
         for _ in range(100):
             proc.send_signal(signal.SIGINT)
             try:

@@ -31,7 +31,7 @@ def run(config: spec.Spec) -> int:
     with process.SignalForwarder() as signals:
         pid = process.spawn(
             child, signals, why="a copy of runbox, to become the command")
-        return process.wait(pid)
+        return process.wait(pid, signals)
 
 
 @app.command()

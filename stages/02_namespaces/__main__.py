@@ -54,7 +54,7 @@ def run(config: spec.Spec) -> int:
     with process.SignalForwarder() as signals:
         pid = process.spawn(
             child, signals, why="the container's first process, PID 1 inside")
-        return process.wait(pid)
+        return process.wait(pid, signals)
 
 
 @app.command()

@@ -66,7 +66,7 @@ def run(config: spec.Spec, bundle: container.Bundle,
     pid = process.spawn(
         child, signals, place=lambda pid: container.record_pid(bundle, pid),
         why="the container's first process, PID 1 inside")
-    return process.wait(pid)
+    return process.wait(pid, signals)
 
 
 @app.command()

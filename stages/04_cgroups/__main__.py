@@ -72,7 +72,7 @@ def run(config: spec.Spec, bundle: container.Bundle,
         pid = process.spawn(
             child, signals, place=place, die_with_parent=True,
             why="the container's first process, PID 1 inside")
-        code = process.wait(pid)
+        code = process.wait(pid, signals)
 
         # Read before the cgroup goes: the count goes with it.
         memory = config.linux.resources and config.linux.resources.memory
