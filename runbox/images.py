@@ -19,17 +19,25 @@ What this module cannot do:
   too, or it follows the link on the host.
 - remove_image() does not know which containers use an image; removing one
   under a running container pulls the lower layer out from under it.
+- A build's leftovers are recognised by the process id in their name.  A
+  build running in another PID namespace on the same state root looks dead,
+  and a build or import of the same name there deletes its work.
 """
 
 import argparse
+import contextlib
+import copy
 import errno
 import os
 import re
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from runbox import paths
@@ -39,6 +47,18 @@ DEFAULT_IMAGE = "busybox"
 BUSYBOX_PACKAGE = "busybox-static"
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+
+# Work directories inside an image directory: .build-PID-RANDOM and the
+# like, named after the process that made them so that a later build can
+# tell a dead one's leftovers from a concurrent build.  Names without a
+# pid come from runbox versions before that and are always leftovers.
+_WORK = re.compile(r"\.(?:build|import|old)-(?:(\d+)-)?[a-z0-9_]{8}")
+
+# The first bytes of each compressed format tarfile can read; anything
+# else is taken for a plain tar.  zstd needs Python 3.14.
+_COMPRESSIONS = [(b"\x1f\x8b", "gz", "gzip"), (b"BZh", "bz2", "bzip2"),
+                 (b"\xfd7zXZ\x00", "xz", "xz"),
+                 (b"\x28\xb5\x2f\xfd", "zst", "zstd")]
 
 # Mount points and the usual skeleton; tmp and var/tmp are world-writable
 # and sticky, root's home is private, as on any Debian system.
@@ -92,14 +112,19 @@ def resolve_rootfs(rootfs: str | None) -> Path:
             raise RunboxError(
                 f"rootfs {rootfs!r} not found in {paths.images_dir()}: "
                 + _how_to_get(rootfs))
-        _check_plausible(path)
-        return path.resolve()
+    else:
+        path = Path(rootfs).absolute()
+        if not path.exists():
+            raise RunboxError(f"rootfs {path} does not exist")
+        if not path.is_dir():
+            raise RunboxError(f"rootfs {path} is not a directory")
 
-    path = Path(rootfs).absolute()
-    if not path.exists():
-        raise RunboxError(f"rootfs {path} does not exist")
-    if not path.is_dir():
-        raise RunboxError(f"rootfs {path} is not a directory")
+    # The host's / passes every other check, and a container on it would
+    # lay its overlay over the host's own files.  samefile also catches
+    # "/..", a link to / and a bind mount of it.
+    if os.path.samefile(path, "/"):
+        raise RunboxError(f"rootfs {path} is the host's own root: give an"
+                          " image or a rootfs directory")
     _check_plausible(path)
     return path.resolve()
 
@@ -107,7 +132,7 @@ def resolve_rootfs(rootfs: str | None) -> Path:
 def _how_to_get(name: str) -> str:
     if name == DEFAULT_IMAGE:
         return "run 'make rootfs' to build it"
-    return f"import it with 'python3 -m runbox.images import TARBALL {name}'"
+    return f"import it with 'python -m runbox.images import TARBALL {name}'"
 
 
 def _looks_like_rootfs(path: Path) -> bool:
@@ -156,16 +181,86 @@ def remove_image(name: str) -> None:
         shutil.rmtree(trash)
 
 
-def _image_dir(name: str) -> Path:
+@contextlib.contextmanager
+def _workspace(name: str, kind: str) -> Iterator[tuple[Path, Path]]:
+    """The image directory of NAME and a fresh work directory inside it.
+
+    The work directory is removed however the block ends; the image
+    directory too when the block fails and this call made it.
+    """
     image = paths.images_dir() / validate_name(name)
-    image.mkdir(parents=True, exist_ok=True)
-    # A rootfs keeps the setuid-root binaries its archive holds; a host
-    # user who could reach them would run them as root.  So the directory
-    # above it is closed to others, as docker does with /var/lib/docker.
-    # The price: a runtime without CAP_DAC_OVERRIDE (rootless) cannot
-    # reach the image either.
-    os.chmod(image, 0o700)
-    return image
+    image.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        image.mkdir()
+        made = True
+    except FileExistsError:
+        made = False
+
+    work = None
+    finished = False
+    try:
+        # A rootfs keeps the setuid-root binaries its archive holds; a
+        # host user who could reach them would run them as root.  So the
+        # directory above it is closed to others, as docker does with
+        # /var/lib/docker.  The price: a runtime without CAP_DAC_OVERRIDE
+        # (rootless) cannot reach the image either.
+        os.chmod(image, 0o700)
+        _remove_stale(image)
+        work = _work_dir(image, kind)
+        yield image, work
+        finished = True
+    finally:
+        if work is not None and work.exists():
+            shutil.rmtree(work)
+        if made and not finished:
+            _remove_if_empty(image)
+
+
+def _work_dir(parent: Path, kind: str) -> Path:
+    return Path(tempfile.mkdtemp(dir=parent,
+                                 prefix=f".{kind}-{os.getpid()}-"))
+
+
+def _remove_stale(image: Path) -> None:
+    """Delete the work directories of builds whose process is gone.
+
+    A build killed by a signal or a power cut never reaches its cleanup;
+    the next build of the same name does it.
+    """
+    for entry in os.listdir(image):
+        match = _WORK.fullmatch(entry)
+        if match is None:
+            continue
+        if match[1] is not None and _alive(int(match[1])):
+            continue  # a concurrent build, still at work
+        try:
+            shutil.rmtree(image / entry)
+        except FileNotFoundError:
+            pass  # another build swept it at the same moment
+
+
+def _alive(pid: int) -> bool:
+    # Signal 0 checks that the process exists and sends nothing.  A dead
+    # build's pid reused since by another process keeps its leftovers
+    # until that process ends too.
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user's process
+    return True
+
+
+def _remove_if_empty(image: Path) -> None:
+    # A concurrent build of the same name that made the directory a
+    # moment ago but not yet its work directory then fails with "No such
+    # file or directory", and succeeds when run again.
+    try:
+        os.rmdir(image)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.ENOENT):
+            raise
 
 
 def _install(new: Path, dest: Path, force: bool) -> None:
@@ -174,7 +269,7 @@ def _install(new: Path, dest: Path, force: bool) -> None:
         # rename(2) cannot replace a non-empty directory, so the old one
         # moves aside first.  Between the two renames the image is absent:
         # a container starting in that instant fails with "not found".
-        old = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".old-"))
+        old = _work_dir(dest.parent, "old")
         os.rename(dest, old / "rootfs")
         os.rename(new, dest)
         shutil.rmtree(old)
@@ -203,19 +298,20 @@ def build_busybox(name: str = DEFAULT_IMAGE, *, force: bool = False
     """
     dest = image_rootfs(name)
     if dest.is_dir() and not force:
+        # An earlier build that was killed after another had finished
+        # left its work behind; this is the next build of the name.
+        _remove_stale(dest.parent)
         return dest
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise RunboxError(
                 f"building the busybox rootfs needs {tool} (a Debian or"
                 " Ubuntu host); import a rootfs tarball instead with"
-                " 'python3 -m runbox.images import TARBALL NAME'")
+                " 'python -m runbox.images import TARBALL NAME'")
 
     # Everything is built next to the destination, on the same filesystem,
     # so the final rename(2) is atomic and a half-built image is never seen.
-    image = _image_dir(name)
-    work = Path(tempfile.mkdtemp(dir=image, prefix=".build-"))
-    try:
+    with _workspace(name, "build") as (image, work):
         deb = _download(work)
         _run(["dpkg-deb", "-x", str(deb), str(work / "deb")])
         fields = _run(["dpkg-deb", "-f", str(deb),
@@ -223,8 +319,6 @@ def build_busybox(name: str = DEFAULT_IMAGE, *, force: bool = False
         rootfs = work / "rootfs"
         _make_busybox_tree(work / "deb", rootfs)
         _install(rootfs, dest, force)
-    finally:
-        shutil.rmtree(work)
     _write_source(image, fields + "Fetched-With: apt-get download\n")
     return dest
 
@@ -292,7 +386,8 @@ def import_tarball(tarball: Path, name: str, *, force: bool = False
     """Unpack a rootfs tarball as the image NAME, keeping modes and owners.
 
     No member can land outside the image: extraction runs in a child that
-    has chroot(2)ed into the new rootfs.
+    has chroot(2)ed into the new rootfs, and every member is checked
+    before it is extracted.
     """
     dest = image_rootfs(name)
     if dest.exists() and not force:
@@ -302,33 +397,46 @@ def import_tarball(tarball: Path, name: str, *, force: bool = False
         raise RunboxError("importing a tarball needs root: it extracts"
                           " inside chroot(2) and keeps the archive's owners")
     tarball = Path(tarball).absolute()
-    try:
-        archive = tarfile.open(tarball)
-    except FileNotFoundError:
-        raise RunboxError(f"tarball {tarball} does not exist") from None
-    except (tarfile.TarError, OSError) as exc:
-        raise RunboxError(f"{tarball} is not a readable tar archive: {exc}"
-                          ) from None
+    archive = _open_tarball(tarball)
 
-    with archive:
-        image = _image_dir(name)
-        work = Path(tempfile.mkdtemp(dir=image, prefix=".import-"))
-        try:
-            os.chmod(work, 0o755)
-            _extract_in_chroot(archive, work, tarball)
-            if not _looks_like_rootfs(work):
-                raise RunboxError(f"{tarball} holds no bin or usr directory,"
-                                  " so it is not a root filesystem")
-            _install(work, dest, force)
-        finally:
-            if work.exists():
-                shutil.rmtree(work)
+    with archive, _workspace(name, "import") as (image, work):
+        os.chmod(work, 0o755)
+        _extract_in_chroot(archive, work, tarball)
+        if not _looks_like_rootfs(work):
+            raise RunboxError(f"{tarball} holds no bin or usr directory,"
+                              " so it is not a root filesystem")
+        _install(work, dest, force)
     _write_source(image, f"Imported-From: {tarball}\n")
     return dest
 
 
-class _OutsideImage(tarfile.FilterError):
-    pass
+def _open_tarball(tarball: Path) -> tarfile.TarFile:
+    # tarfile.open() left to guess tries every compression in turn and,
+    # when all fail, lists each failure on a line of its own.  Opened
+    # with the compression the file's first bytes announce, it fails
+    # with the one reason that applies.
+    try:
+        with open(tarball, "rb") as file:
+            head = file.read(8)
+    except FileNotFoundError:
+        raise RunboxError(f"tarball {tarball} does not exist") from None
+    except OSError as exc:
+        raise RunboxError(f"importing {tarball}: {exc.strerror}") from None
+
+    method, label = next(((m, lb) for magic, m, lb in _COMPRESSIONS
+                          if head.startswith(magic)), ("", "tar"))
+    try:
+        return tarfile.open(tarball, f"r:{method}")
+    except tarfile.CompressionError as exc:
+        raise RunboxError(f"importing {tarball}: cannot decompress"
+                          f" {label} ({exc})") from None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise RunboxError(f"importing {tarball}: not a tar archive ({exc})"
+                          ) from None
+
+
+class _Refused(Exception):
+    """A member that cannot be extracted as the archive means it."""
 
 
 def _inside(path: str, member: tarfile.TarInfo) -> str:
@@ -339,33 +447,119 @@ def _inside(path: str, member: tarfile.TarInfo) -> str:
     # image.
     rel = os.path.normpath(path.lstrip("/"))
     if rel == ".." or rel.startswith("../"):
-        raise _OutsideImage(f"member {member.name!r} points outside the"
-                            " image; refusing the archive")
+        raise _Refused(f"member {member.name!r} points outside the image;"
+                       " refusing the archive")
     return rel
 
 
-def _member_filter(member: tarfile.TarInfo, _dest: str
-                   ) -> tarfile.TarInfo | None:
-    # Device nodes are skipped: the runtime builds /dev itself, and a node
-    # from an archive could give the container a host device.
-    if member.ischr() or member.isblk():
-        return None
-    name = _inside(member.name, member)
-    # Symlinks stay unchanged: they resolve against the image root, here
-    # under chroot(2) as later in the container.  Hard link targets are
-    # paths in the archive, so they get the same treatment as names.
-    linkname = member.linkname
-    if member.islnk():
-        linkname = _inside(linkname, member)
-    # Modes are kept whole, setuid and setgid bits included; tarfile's own
-    # "data" filter would strip them.
-    return member.replace(name=name, linkname=linkname, deep=False)
+def _checked(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The archive's members, each checked against the tree so far.
+
+    Runs in the extracting child, under chroot(2).  extractall() takes
+    one member from here and extracts it before it asks for the next,
+    so each check sees what the members before it made.  The checks are
+    runbox's own: tarfile's extraction filters exist only from Python
+    3.11.4 on, and their "data" filter would strip setuid bits.
+    """
+    for member in archive:
+        # Device nodes are skipped: the runtime builds /dev itself, and a
+        # node from an archive could give the container a host device.
+        if member.ischr() or member.isblk():
+            continue
+        name = _inside(member.name, member)
+        _check_parents(member, name)
+        if member.islnk():
+            _hard_link(member, name)
+            continue
+        _clear_place(member, name)
+        # Symlinks stay unchanged: they resolve against the image root,
+        # here under chroot(2) as later in the container.
+        member = copy.copy(member)
+        member.name = name
+        yield member
+
+
+def _check_parents(member: tarfile.TarInfo, name: str) -> None:
+    # tarfile makes missing parent directories and writes through those
+    # that exist, links included.  A link resolves inside the image
+    # under chroot(2), so going through one is safe, but only a link to
+    # a directory can be gone through.
+    parts = name.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        parent = "/".join(parts[:depth])
+        path = "/" + parent
+        if os.path.isdir(path):
+            continue
+        if os.path.islink(path):
+            raise _Refused(
+                f"member {member.name!r} goes through the link {parent!r}"
+                f" (to {os.readlink(path)!r}), which leads to no"
+                " directory; refusing the archive")
+        if os.path.lexists(path):
+            raise _Refused(
+                f"member {member.name!r} goes through {parent!r}, which is"
+                " not a directory; refusing the archive")
+        return  # missing: tarfile makes it and everything below it
+
+
+def _clear_place(member: tarfile.TarInfo, name: str) -> None:
+    # A later member replaces an earlier one of the same name.  Left in
+    # place, a symlink would be written through (a file member over
+    # "hosts -> /etc/shadow" rewrites etc/shadow), and a file would be
+    # truncated under every hard link to it.
+    path = "/" + name
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        os.unlink(path)
+    elif not member.isdir():
+        raise _Refused(f"member {member.name!r} would replace the directory"
+                       f" {name!r}; refusing the archive")
+
+
+def _hard_link(member: tarfile.TarInfo, name: str) -> None:
+    # A hard link names a member extracted earlier.  It is made here, not
+    # by tarfile: tarfile links what a symlink points to rather than the
+    # symlink, and when the target is missing it copies an earlier member
+    # of that name instead, or fails with a bare KeyError.
+    target = _inside(member.linkname, member)
+    try:
+        mode = os.lstat("/" + target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise _Refused(
+            f"hard link {member.name!r} points to {member.linkname!r},"
+            " which the archive has not created; refusing the archive"
+            ) from None
+    if stat.S_ISDIR(mode):
+        raise _Refused(
+            f"hard link {member.name!r} points to the directory"
+            f" {member.linkname!r}; refusing the archive")
+    if target == name:
+        return  # a file archived twice under one name is already here
+    _clear_place(member, name)
+
+    # The link is a second name for an inode the archive already made,
+    # owner, mode and times included, so nothing more is set on it.
+    # follow_symlinks=False links a symlink itself, as link(2) does.
+    os.link("/" + target, "/" + name, follow_symlinks=False)
 
 
 def _extract_in_chroot(archive: tarfile.TarFile, root: Path,
                        tarball: Path) -> None:
     # The archive is already open and every module tarfile needs already
     # imported: after chroot(2) the host's files are out of reach.
+    #
+    # numeric_owner keeps uids as numbers and, as important, never looks
+    # names up, which under chroot would load the image's own NSS
+    # libraries into this root process.  A Python with extraction filters
+    # is told to trust the members, already checked by _checked():
+    # without it 3.12 and 3.13 warn, and 3.14 strips setuid bits.
+    options: dict[str, object] = {"numeric_owner": True}
+    if hasattr(tarfile, "fully_trusted_filter"):
+        options["filter"] = "fully_trusted"
+
     read_fd, write_fd = os.pipe()
     try:
         pid = os.fork()
@@ -385,12 +579,8 @@ def _extract_in_chroot(archive: tarfile.TarFile, root: Path,
             os.chdir("/")
             # errorlevel 2 turns a failed chown or chmod into an error
             # instead of a silently wrong owner or a lost setuid bit.
-            # numeric_owner keeps uids as numbers and, as important, never
-            # looks names up, which under chroot would load the image's
-            # own NSS libraries into this root process.
             archive.errorlevel = 2
-            archive.extractall("/", numeric_owner=True,
-                               filter=_member_filter)
+            archive.extractall("/", _checked(archive), **options)
             status = 0
         except BaseException as exc:
             message = str(exc) or type(exc).__name__
@@ -399,9 +589,16 @@ def _extract_in_chroot(archive: tarfile.TarFile, root: Path,
             os._exit(status)
 
     os.close(write_fd)
-    with open(read_fd, "rb") as pipe:
-        message = pipe.read().decode(errors="replace")
-    _, wait_status = os.waitpid(pid, 0)
+    try:
+        with open(read_fd, "rb") as pipe:
+            message = pipe.read().decode(errors="replace")
+        _, wait_status = os.waitpid(pid, 0)
+    except BaseException:
+        # Interrupted (Ctrl-C): the child must be gone before the caller
+        # deletes the directory it is writing into.
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     code = os.waitstatus_to_exitcode(wait_status)
     if code < 0:
         message = f"extracting process killed by signal {-code}"
@@ -418,7 +615,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     """The command line: build, import, list and remove images."""
-    parser = _Parser(prog="python3 -m runbox.images",
+    parser = _Parser(prog="python -m runbox.images",
                      description="Build, import and list runbox images.")
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("busybox", help="build the busybox image")

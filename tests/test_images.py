@@ -1,5 +1,7 @@
 """Images: name rules, rootfs lookup, safe tarball import, busybox build."""
 
+import builtins
+import gzip
 import io
 import os
 import shutil
@@ -65,7 +67,7 @@ def test_other_image_missing(root):
         images.resolve_rootfs("alpine")
     assert str(err.value) == (
         f"rootfs 'alpine' not found in {root / 'images'}: import it with"
-        " 'python3 -m runbox.images import TARBALL alpine'")
+        " 'python -m runbox.images import TARBALL alpine'")
 
 
 def test_image_by_name(root):
@@ -108,6 +110,21 @@ def test_relative_directory(root, tmp_path, monkeypatch):
     with pytest.raises(RunboxError) as caught:
         images.resolve_rootfs("mine")
     assert str(caught.value).startswith("rootfs 'mine' not found in")
+
+
+@pytest.mark.parametrize("given", ["/", "/..", "/./", "link"])
+def test_host_root_refused(root, tmp_path, monkeypatch, given):
+    # / has bin and usr like any rootfs; only its identity gives it away,
+    # however it is spelled.
+    (tmp_path / "link").symlink_to("/")
+    monkeypatch.chdir(tmp_path)
+    rootfs = "./link" if given == "link" else given
+    with pytest.raises(RunboxError) as err:
+        images.resolve_rootfs(rootfs)
+    assert str(err.value) == (
+        f"rootfs {Path(rootfs).absolute()} is the host's own root: give an"
+        " image or a rootfs directory")
+    assert err.value.exit_code == 125
 
 
 # -- tarball import ---------------------------------------------------------
@@ -196,7 +213,9 @@ def test_import(root, tmp_path, token):
 @pytest.mark.parametrize("member, kind, linkname", [
     ("../escape", tarfile.REGTYPE, ""),
     ("bin/../../escape", tarfile.REGTYPE, ""),
+    ("/../escape", tarfile.REGTYPE, ""),
     ("bin/passwd", tarfile.LNKTYPE, "../../etc/passwd"),
+    ("bin/shadow", tarfile.LNKTYPE, "/../etc/shadow"),
 ])
 def test_import_refuses_escapes(root, tmp_path, member, kind, linkname):
     tarball = tmp_path / "evil.tar"
@@ -209,10 +228,81 @@ def test_import_refuses_escapes(root, tmp_path, member, kind, linkname):
     assert str(err.value) == (
         f"importing {tarball}: member {member!r} points outside the image;"
         " refusing the archive")
-    # No half-made image and no build leftovers, only its empty directory.
-    assert tree(tmp_path) - before == {
-        "state", "state/images", "state/images/evil"}
+    # No half-made image, no build leftovers, no empty image directory.
+    assert tree(tmp_path) - before == {"state", "state/images"}
     assert images.list_images() == []
+
+
+REG, DIR, SYM, LNK = (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE,
+                      tarfile.LNKTYPE)
+
+
+@needs_root
+@pytest.mark.parametrize("members, reason", [
+    ([("lnk", SYM, "/nonexistent"), ("lnk/x", REG, "")],
+     "member 'lnk/x' goes through the link 'lnk' (to '/nonexistent'),"
+     " which leads to no directory"),
+    ([("etc", DIR, ""), ("etc/hostname", REG, ""),
+      ("lnk", SYM, "/etc/hostname"), ("lnk/x", REG, "")],
+     "member 'lnk/x' goes through the link 'lnk' (to '/etc/hostname'),"
+     " which leads to no directory"),
+    ([("f", REG, ""), ("f/x", REG, "")],
+     "member 'f/x' goes through 'f', which is not a directory"),
+    ([("x", LNK, "etc/hostname")],
+     "hard link 'x' points to 'etc/hostname', which the archive has not"
+     " created"),
+    ([("a", LNK, "b"), ("b", REG, "")],
+     "hard link 'a' points to 'b', which the archive has not created"),
+    ([("x", LNK, "bin")],
+     "hard link 'x' points to the directory 'bin'"),
+    ([("bin", SYM, "/usr/bin")],
+     "member 'bin' would replace the directory 'bin'"),
+], ids=["dangling-link", "link-to-file", "through-file", "hard-link-absent",
+        "hard-link-forward", "hard-link-to-dir", "dir-replaced"])
+def test_import_refusals_name_member_and_reason(root, tmp_path, members,
+                                                reason):
+    tarball = tmp_path / "odd.tar"
+    with tarfile.open(tarball, "w") as tar:
+        add(tar, "bin", DIR)
+        for name, kind, linkname in members:
+            add(tar, name, kind, linkname=linkname)
+    with pytest.raises(RunboxError) as err:
+        images.import_tarball(tarball, "odd")
+    assert str(err.value) == (
+        f"importing {tarball}: {reason}; refusing the archive")
+    assert not (root / "images/odd").exists()
+
+
+@needs_root
+def test_import_later_member_replaces_earlier(root, tmp_path):
+    tarball = tmp_path / "dup.tar"
+    with tarfile.open(tarball, "w") as tar:
+        add(tar, "bin", DIR)
+        add(tar, "etc", DIR)
+        add(tar, "etc/hostname", data=b"image\n")
+        # Written through, the link would rewrite etc/hostname.
+        add(tar, "hosts", SYM, linkname="/etc/hostname")
+        add(tar, "hosts", data=b"file\n")
+        # Truncated in place, the file would change under its hard link.
+        add(tar, "bin/tool", data=b"tool\n")
+        add(tar, "bin/tool2", LNK, linkname="bin/tool")
+        add(tar, "bin/tool2", data=b"other\n")
+        add(tar, "bin/tool", LNK, linkname="./bin/tool")
+        add(tar, "opt", SYM, linkname="/etc")
+        add(tar, "opt", DIR, mode=0o750)
+        # A hard link to a symlink is a second name for the link itself.
+        add(tar, "sh", SYM, linkname="/bin/tool")
+        add(tar, "sh2", LNK, linkname="sh")
+    rootfs = images.import_tarball(tarball, "dup")
+    assert (rootfs / "etc/hostname").read_text() == "image\n"
+    assert (rootfs / "hosts").read_text() == "file\n"
+    assert not (rootfs / "hosts").is_symlink()
+    assert (rootfs / "bin/tool").read_text() == "tool\n"
+    assert (rootfs / "bin/tool2").read_text() == "other\n"
+    opt = os.lstat(rootfs / "opt")
+    assert stat.S_ISDIR(opt.st_mode) and stat.S_IMODE(opt.st_mode) == 0o750
+    assert os.readlink(rootfs / "sh2") == "/bin/tool"
+    assert os.lstat(rootfs / "sh2").st_ino == os.lstat(rootfs / "sh").st_ino
 
 
 @needs_root
@@ -241,22 +331,171 @@ def test_import_not_a_rootfs(root, tmp_path):
 
 
 @needs_root
-def test_import_bad_tarballs(root, tmp_path):
-    missing = tmp_path / "missing.tar"
+@pytest.mark.parametrize("data, reason", [
+    (None, "does not exist"),
+    (b"", "not a tar archive (empty file)"),
+    (b"not a tar archive\n" * 100, "not a tar archive (invalid header)"),
+    (gzip.compress(b"source code\n" * 100),
+     "not a tar archive (invalid header)"),
+    (b"\x1f\x8b and then no gzip", "not a tar archive (not a gzip file)"),
+    ("dir", "Is a directory"),
+], ids=["missing", "empty", "text", "gzip-of-text", "bad-gzip", "directory"])
+def test_import_bad_tarballs(root, tmp_path, data, reason):
+    tarball = tmp_path / "bad.tar"
+    if data == "dir":
+        tarball.mkdir()
+    elif data is not None:
+        tarball.write_bytes(data)
     with pytest.raises(RunboxError) as err:
-        images.import_tarball(missing, "x")
-    assert str(err.value) == f"tarball {missing} does not exist"
-    (tmp_path / "junk.tar").write_bytes(b"not a tar archive\n" * 100)
-    with pytest.raises(RunboxError) as err:
-        images.import_tarball(tmp_path / "junk.tar", "x")
-    assert str(err.value).startswith(
-        f"{tmp_path / 'junk.tar'} is not a readable tar archive: ")
+        images.import_tarball(tarball, "x")
+    if data is None:
+        assert str(err.value) == f"tarball {tarball} does not exist"
+    else:
+        assert str(err.value) == f"importing {tarball}: {reason}"
     assert err.value.exit_code == 125
+    assert not (root / "images/x").exists()
 
 
 def test_import_bad_name(root, tmp_path):
     with pytest.raises(RunboxError, match="^invalid image name 'A'"):
         images.import_tarball(tmp_path / "x.tar", "A")
+
+
+@needs_root
+@pytest.mark.filterwarnings("error::DeprecationWarning")
+def test_import_passes_no_deprecated_default(root, tmp_path, token):
+    # Python 3.12 and 3.13 warn when extractall() gets no filter; the
+    # forked extracting child inherits this test's filters, so a warning
+    # there fails the import.
+    tarball = good_tarball(tmp_path / "good.tar.gz", token)
+    rootfs = images.import_tarball(tarball, "good")
+    assert stat.S_IMODE(os.stat(rootfs / "bin/su").st_mode) == 0o4755
+
+
+# What Python 3.11.0 to 3.11.3 lack: tarfile's extraction filters.
+FILTER_NAMES = [
+    "FilterError", "AbsolutePathError", "OutsideDestinationError",
+    "SpecialFileError", "AbsoluteLinkError", "LinkOutsideDestinationError",
+    "fully_trusted_filter", "tar_filter", "data_filter"]
+
+OLD_TARFILE = f"""
+import sys, tarfile
+from pathlib import Path
+real = tarfile.TarFile.extractall
+def extractall(self, path=".", members=None, *, numeric_owner=False):
+    # 3.11.2's signature; its extraction trusts every member.
+    return real(self, path, members, numeric_owner=numeric_owner,
+                filter="fully_trusted")
+tarfile.TarFile.extractall = extractall
+for name in {FILTER_NAMES!r}:
+    delattr(tarfile, name)
+from runbox import images
+print(images.import_tarball(Path(sys.argv[1]), "old"))
+"""
+
+
+@needs_root
+@pytest.mark.skipif(not hasattr(tarfile, "fully_trusted_filter"),
+                    reason="this Python has no tar filters: every import"
+                    " test already runs without them")
+def test_import_on_python_without_tar_filters(root, tmp_path, token):
+    tarball = good_tarball(tmp_path / "good.tar.gz", token)
+    proc = subprocess.run(
+        [sys.executable, "-c", OLD_TARFILE, str(tarball)], cwd=REPO,
+        capture_output=True, text=True,
+        env={**os.environ, "RUNBOX_ROOT": str(root)})
+    assert proc.stderr == ""
+    rootfs = root / "images/old/rootfs"
+    assert proc.stdout == f"{rootfs}\n"
+    assert stat.S_IMODE(os.stat(rootfs / "bin/su").st_mode) == 0o4755
+
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+@needs_root
+@pytest.mark.skipif(not SYSTEM_PYTHON.exists(), reason="no /usr/bin/python3")
+def test_import_with_system_python(root, tmp_path, token):
+    # The distribution's own interpreter, often older than the venv's:
+    # Debian 12 has 3.11.2, which has no tar filters.  runbox.images
+    # needs nothing outside the standard library.
+    recent = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info >= (3, 11))"
+         ], capture_output=True, text=True, check=True).stdout
+    if recent != "True\n":
+        pytest.skip("/usr/bin/python3 is older than 3.11")
+    tarball = good_tarball(tmp_path / "good.tar.gz", token)
+    proc = subprocess.run(
+        [SYSTEM_PYTHON, "-m", "runbox.images", "import", str(tarball),
+         "sys"], cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "RUNBOX_ROOT": str(root), "PYTHONPATH": str(REPO)})
+    assert proc.stderr == ""
+    rootfs = root / "images/sys/rootfs"
+    assert proc.stdout == f"{rootfs}\n"
+    assert stat.S_IMODE(os.stat(rootfs / "bin/su").st_mode) == 0o4755
+    assert os.stat(rootfs / "bin/tool2").st_ino == \
+        os.stat(rootfs / "bin/tool").st_ino
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended and been reaped."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def leftovers(image: Path) -> dict[str, Path]:
+    """Work directories of a dead build, a live one and an old version."""
+    made = {"dead": image / f".build-{dead_pid()}-abcd1234",
+            "dead-import": image / f".import-{dead_pid()}-abcd1234",
+            "old-version": image / ".build-x1y2z3_4",
+            "live": image / f".import-{os.getpid()}-abcd1234"}
+    for path in made.values():
+        (path / "rootfs/bin").mkdir(parents=True)
+    return made
+
+
+@needs_root
+def test_import_removes_dead_builds_leftovers(root, tmp_path, token):
+    image = root / "images/good"
+    made = leftovers(image)
+    images.import_tarball(good_tarball(tmp_path / "good.tar.gz", token),
+                          "good")
+    assert sorted(os.listdir(image)) == [
+        made["live"].name, "rootfs", "source"]
+
+
+@needs_root
+def test_interrupted_import_leaves_nothing(root, tmp_path, token,
+                                           monkeypatch):
+    # Ctrl-C while the child extracts: the child is killed and reaped
+    # before its directory is removed.
+    children = []
+
+    def fork():
+        pid = real_fork()
+        children.append(pid)
+        return pid
+
+    def interrupted(file, *args, **kwargs):
+        opened = builtins.open(file, *args, **kwargs)
+        if isinstance(file, int):  # the pipe from the extracting child
+            opened.close()
+            raise KeyboardInterrupt
+        return opened
+
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", fork)
+    monkeypatch.setattr(images, "open", interrupted, raising=False)
+    tarball = good_tarball(tmp_path / "good.tar.gz", token)
+    with pytest.raises(KeyboardInterrupt):
+        images.import_tarball(tarball, "good")
+    assert os.listdir(root / "images") == []
+    assert len(children) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(children[0], os.WNOHANG)
 
 
 def test_remove_image(root):
@@ -298,7 +537,48 @@ def test_busybox_download_retries_after_update(root, tmp_path, monkeypatch):
     assert str(err.value) == ("apt-get download failed: E: Unable to locate"
                               " package busybox-static")
     assert (tmp_path / "calls").read_text() == "download\nupdate\ndownload\n"
-    assert os.listdir(root / "images/busybox") == []
+    assert not (root / "images/busybox").exists()
+
+
+@pytest.fixture
+def fake_apt(tmp_path, monkeypatch):
+    """apt-get and dpkg-deb that exist and would fail if ever run."""
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    for tool in ("apt-get", "dpkg-deb"):
+        (fake / tool).write_text("#!/bin/sh\nexit 100\n")
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake))
+
+
+def test_interrupted_busybox_build_leaves_nothing(root, fake_apt,
+                                                  monkeypatch):
+    def interrupted(work):
+        (work / "busybox.deb").write_bytes(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(images, "_download", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        images.build_busybox()
+    assert os.listdir(root / "images") == []
+
+
+def test_busybox_build_removes_dead_builds_leftovers(root, fake_apt):
+    image = root / "images/busybox"
+    made = leftovers(image)
+    with pytest.raises(RunboxError, match="^apt-get update failed"):
+        images.build_busybox()
+    # The failed build removed its own work; the live build keeps its.
+    assert os.listdir(image) == [made["live"].name]
+
+
+def test_existing_busybox_removes_dead_builds_leftovers(root, fake_apt):
+    # A build killed after another had finished: the next build finds
+    # the image there and has only the sweeping to do.
+    image = root / "images/busybox"
+    (image / "rootfs/bin").mkdir(parents=True)
+    made = leftovers(image)
+    assert images.build_busybox() == image / "rootfs"
+    assert sorted(os.listdir(image)) == [made["live"].name, "rootfs"]
 
 
 @pytest.mark.skipif(shutil.which("apt-get") is None,
@@ -355,3 +635,17 @@ def test_cli_bad_usage_exits_125(root, capsys):
     err = capsys.readouterr().err
     assert err.startswith("usage: ")
     assert err.splitlines()[-1].startswith("runbox: argument command: ")
+
+
+@needs_root
+def test_cli_not_a_tarball_is_one_line(root, tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a tar archive\n" * 100)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runbox.images", "import", str(junk), "x"],
+        cwd=REPO, capture_output=True, text=True,
+        env={**os.environ, "RUNBOX_ROOT": str(root)})
+    assert proc.returncode == 125
+    assert proc.stdout == ""
+    assert proc.stderr == (
+        f"runbox: importing {junk}: not a tar archive (invalid header)\n")
