@@ -20,6 +20,8 @@ from runbox import images
 from runbox.errors import RunboxError
 
 PROBES = Path(__file__).resolve().parent.parent / "probes"
+# Installed setuid root, to show what no_new_privs does to such a binary.
+SETUID = {"show_ids"}
 
 
 def build_probes(dest: Path) -> list[Path]:
@@ -31,12 +33,15 @@ def build_probes(dest: Path) -> list[Path]:
     for source in sorted(PROBES.glob("*.c")):
         binary = dest / source.stem
         result = subprocess.run(
-            ["gcc", "-static", "-O2", "-o", str(binary), str(source)],
+            ["gcc", "-static", "-O2", "-pthread", "-o", str(binary),
+             str(source)],
             capture_output=True, text=True)
         if result.returncode != 0:
             raise RunboxError(
                 f"building {source.name} failed: "
                 + (result.stderr.strip().splitlines() or ["?"])[-1])
+        if binary.name in SETUID:
+            binary.chmod(0o4755)
         built.append(binary)
     return built
 
