@@ -97,6 +97,10 @@ def detect(root: str = CGROUP_ROOT, mountinfo: str | None = None) -> Layout:
             for name in options:
                 if name in CONTROLLERS:
                     layout.v1_roots[name] = Path(point)
+    if not layout.v1_roots and layout.v2_root is None:
+        raise RunboxError(
+            f"no cgroup filesystem at {root}: a tmpfs with no cgroup "
+            "hierarchy mounted under it")
     # On a hybrid host a controller in v1 is unavailable to v2 anyway.
     layout.v2_controllers -= set(layout.v1_roots)
     trace.note(
