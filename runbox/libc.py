@@ -88,9 +88,17 @@ class PrctlOption(enum.IntEnum):
 
     PR_SET_PDEATHSIG = 1
     PR_GET_PDEATHSIG = 2
+    PR_SET_KEEPCAPS = 8
     PR_SET_NAME = 15
+    PR_CAPBSET_READ = 23
+    PR_CAPBSET_DROP = 24
     PR_SET_NO_NEW_PRIVS = 38
     PR_GET_NO_NEW_PRIVS = 39
+    PR_CAP_AMBIENT = 47
+
+
+# prctl(PR_CAP_AMBIENT, ...)'s second argument.
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
 # The constants under their kernel names, as `from runbox.libc import ...`.
@@ -330,6 +338,50 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0,
     )
 
 
+def capset(header: ctypes.Structure, data: ctypes.Array, *, shown: str,
+           why: str | None = None) -> None:
+    """capset(2); glibc exports it, though it is meant for libcap."""
+    _traced("capset", [_Raw("{_LINUX_CAPABILITY_VERSION_3, 0}"),
+                       _Raw(shown)],
+            lambda: _check("capset", _libc.capset(ctypes.byref(header),
+                                                  ctypes.byref(data))),
+            why=why, show=lambda _: "0")
+
+
+def setsid(*, why: str | None = None) -> int:
+    """setsid(2) through os.setsid: a new session, with no terminal."""
+    return _traced("setsid", [], os.setsid, why=why,
+                   show=lambda _: str(os.getpid()))
+
+
+def setgroups(list_: Sequence[int], *, why: str | None = None) -> None:
+    """setgroups(2) through os.setgroups."""
+    _traced("setgroups", [len(list_), list(list_)],
+            lambda: os.setgroups(list(list_)), why=why, show=lambda _: "0")
+
+
+def setgid(gid: int, *, why: str | None = None) -> None:
+    """setgid(2) through os.setgid."""
+    _traced("setgid", [gid], lambda: os.setgid(gid), why=why,
+            show=lambda _: "0")
+
+
+def setuid(uid: int, *, why: str | None = None) -> None:
+    """setuid(2) through os.setuid."""
+    _traced("setuid", [uid], lambda: os.setuid(uid), why=why,
+            show=lambda _: "0")
+
+
+def ioctl(fd: int, request: int, arg: int = 0, *, name: str,
+          why: str | None = None) -> None:
+    """ioctl(2) through fcntl.ioctl, with the request shown by name."""
+    import fcntl
+
+    _traced("ioctl", [fd, _Raw(name), arg],
+            lambda: fcntl.ioctl(fd, request, arg), why=why,
+            show=lambda _: "0")
+
+
 # --- Namespaces ----------------------------------------------------------
 
 def unshare(flags: int, *, why: str | None = None) -> None:
@@ -505,3 +557,76 @@ def symlink(target: str, linkpath: str, *, why: str | None = None) -> None:
     _traced("symlink", [target, linkpath],
             lambda: os.symlink(target, linkpath), why=why, path=linkpath,
             show=lambda _: "0")
+
+
+# --- Seccomp -------------------------------------------------------------
+
+# glibc has no seccomp() wrapper: like pivot_root, it goes by number.
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}.get(platform.machine())
+
+
+class SeccompOperation(enum.IntEnum):
+    """The operations of seccomp(2)."""
+
+    SECCOMP_SET_MODE_STRICT = 0
+    SECCOMP_SET_MODE_FILTER = 1
+    SECCOMP_GET_ACTION_AVAIL = 2
+    SECCOMP_GET_NOTIF_SIZES = 3
+
+
+class SeccompFilterFlag(enum.IntFlag):
+    """Flags for seccomp(2)'s SECCOMP_SET_MODE_FILTER."""
+
+    SECCOMP_FILTER_FLAG_TSYNC = 1
+    SECCOMP_FILTER_FLAG_LOG = 2
+    SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+    SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
+    SECCOMP_FILTER_FLAG_TSYNC_ESRCH = 16
+
+
+globals().update(SeccompOperation.__members__)
+globals().update(SeccompFilterFlag.__members__)
+
+
+class sock_fprog(ctypes.Structure):
+    """struct sock_fprog from <linux/filter.h>: a BPF program in memory."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+HINTS.update({
+    ("seccomp", errno.EACCES):
+        "a filter needs no_new_privs set first (prctl "
+        "PR_SET_NO_NEW_PRIVS), or CAP_SYS_ADMIN",
+    ("seccomp", errno.EINVAL):
+        "the kernel refused the program: a bad instruction or jump, more "
+        "than 4096 instructions, or an operation it does not know",
+    ("seccomp", errno.ENOMEM):
+        "the filters stacked on this process hold too many instructions",
+})
+
+
+def seccomp(operation: int, flags: int = 0,
+            args: sock_fprog | ctypes.c_uint32 | None = None, *,
+            why: str | None = None) -> int:
+    """seccomp(2); args is the program for SECCOMP_SET_MODE_FILTER."""
+    op = SeccompOperation(operation)
+    flags = SeccompFilterFlag(flags)
+    if isinstance(args, sock_fprog):
+        shown = _Raw(f"{{len={args.len}, filter={args.filter or 0:#x}}}")
+    elif args is not None:
+        shown = _Raw(f"[{args.value:#x}]")
+    else:
+        shown = None
+
+    def call() -> int:
+        if _SYS_SECCOMP is None:
+            raise OSError(errno.ENOSYS, "no seccomp number for "
+                          + platform.machine())
+        ret = _libc.syscall(
+            ctypes.c_long(_SYS_SECCOMP), ctypes.c_uint(op),
+            ctypes.c_uint(flags),
+            None if args is None else ctypes.byref(args))
+        return _check("seccomp", ret)
+
+    return _traced("seccomp", [_Raw(op.name), flags, shown], call, why=why)

@@ -29,6 +29,10 @@ from runbox.spec import DEFAULT_PATH
 # each would otherwise end runbox and leave the container running.
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
              signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+# In the child: the read end of the pipe whose write end only the parent
+# holds.  It reads as hung up once the parent is gone.
+_parent_pipe = -1
+
 # Those that ask for an end: sent twice, the second is SIGKILL.
 ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 
@@ -82,7 +86,8 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
             if libc.read(go_r, 1, why="wait until the parent has placed "
                                        "this process") != b"1":
                 os._exit(EXIT_RUNTIME)
-            os.close(go_r)
+            global _parent_pipe
+            _parent_pipe = go_r
         _run_child(child_main, w)
     signals.pid = pid
     os.close(w)
@@ -98,9 +103,14 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
             os.waitpid(pid, 0)
             signals.reaped()
             raise
-        os.close(go_w)
-    with open(r, "rb") as pipe:
-        report = pipe.read()
+    try:
+        with open(r, "rb") as pipe:
+            report = pipe.read()
+    finally:
+        # Held open until the exec, so the child can tell that runbox is
+        # still there (see rearm_parent_death).
+        if sync:
+            os.close(go_w)
     if report:
         os.waitpid(pid, 0)
         signals.reaped()
@@ -109,9 +119,35 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
     return pid
 
 
+def own_pipes() -> set[int]:
+    """The fds the child must keep until execve closes them."""
+    return {fd for fd in (_parent_pipe, *_report_fds) if fd >= 0}
+
+
+def rearm_parent_death() -> None:
+    """Set the parent-death signal again, after a change of user.
+
+    The kernel clears it whenever the effective uid or gid changes.  If
+    runbox died before the prctl, no signal will come, so the pipe from
+    the parent is checked too: hung up means runbox is gone.
+    """
+    import select
+
+    libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL,
+               why="a change of user cleared it: set it again")
+    if _parent_pipe >= 0:
+        ready, _, _ = select.select([_parent_pipe], [], [], 0)
+        if ready:
+            os._exit(EXIT_RUNTIME)
+
+
+_report_fds: list[int] = []
+
+
 def _run_child(child_main: Callable[[], NoReturn], report_fd: int) -> NoReturn:
     """The child's whole life: run, or tell the parent why not, then exit."""
     code = EXIT_RUNTIME
+    _report_fds.append(report_fd)
     try:
         child_main()
     except BaseException as exc:  # noqa: BLE001 - the child must not return

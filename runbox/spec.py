@@ -41,6 +41,13 @@ class Process:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = "/"
     terminal: bool = False
+    # docker's --user, NAME|UID[:GROUP|GID]; names are looked up in the
+    # container's /etc/passwd, so the numbers are only known inside.
+    user: str | None = None
+    # One list for OCI's bounding, permitted and effective sets; the
+    # inheritable and ambient sets are always empty.
+    capabilities: list[str] | None = None
+    no_new_privileges: bool = False
 
 
 @dataclass
@@ -111,6 +118,10 @@ class Linux:
 
     namespaces: list[Namespace] = field(default_factory=list)
     resources: Resources | None = None
+    # A runbox.seccomp.Profile, shaped like OCI's linux.seccomp.
+    seccomp: object | None = None
+    masked_paths: list[str] = field(default_factory=list)
+    readonly_paths: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -141,7 +152,17 @@ class Spec:
             "env": [f"{k}={v}" for k, v in self.process.env.items()],
             "cwd": self.process.cwd,
             "terminal": self.process.terminal,
+            "noNewPrivileges": self.process.no_new_privileges,
         }
+        user = self.process.user
+        if user and all(p.isdigit() for p in user.split(":")):
+            uid, _, gid = user.partition(":")
+            process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        if self.process.capabilities is not None:
+            caps = list(self.process.capabilities)
+            process["capabilities"] = {
+                "bounding": caps, "effective": caps, "permitted": caps,
+                "inheritable": [], "ambient": []}
         namespaces = [
             {"type": ns.type} | ({"path": ns.path} if ns.path else {})
             for ns in self.linux.namespaces
@@ -157,8 +178,15 @@ class Spec:
             ],
             "linux": {"namespaces": namespaces},
         }
+        linux = oci["linux"]
         if self.linux.resources is not None:
-            oci["linux"]["resources"] = _resources_oci(self.linux.resources)
+            linux["resources"] = _resources_oci(self.linux.resources)
+        if self.linux.seccomp is not None:
+            linux["seccomp"] = self.linux.seccomp.to_oci()
+        if self.linux.masked_paths:
+            linux["maskedPaths"] = list(self.linux.masked_paths)
+        if self.linux.readonly_paths:
+            linux["readonlyPaths"] = list(self.linux.readonly_paths)
         if self.hostname is not None:
             oci["hostname"] = self.hostname
         return oci

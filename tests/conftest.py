@@ -22,6 +22,7 @@ STAGES = {
     2: REPO / "stages/02_namespaces",
     3: REPO / "stages/03_pivot_root",
     4: REPO / "stages/04_cgroups",
+    5: REPO / "stages/05_security",
 }
 
 needs_root = pytest.mark.skipif(

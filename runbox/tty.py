@@ -1,0 +1,111 @@
+"""A terminal of the container's own (-t), with job control inside.
+
+The container must not share the caller's terminal: a process with a
+controlling terminal can push keystrokes into it (TIOCSTI) and they run in
+the caller's shell after the container is gone.  With -t the child opens a
+new pseudo-terminal in the container's own devpts, makes its slave side the
+controlling terminal of a new session, and hands the master side to runbox
+over a socket (SCM_RIGHTS).  runbox copies bytes between its own terminal,
+put in raw mode, and the master: Ctrl-C travels as a byte and the
+container's terminal turns it into SIGINT for the foreground job there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import termios
+import tty as stdlib_tty
+
+from runbox import libc
+
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+
+
+def socketpair() -> tuple[socket.socket, socket.socket]:
+    """The channel the master fd travels through: parent end, child end."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
+def setup_child(channel: socket.socket) -> None:
+    """In the container, after /dev/pts is mounted: a new pty as the
+    controlling terminal of a new session, on fds 0, 1 and 2."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack(
+        "I", fcntl.ioctl(master, TIOCGPTN, struct.pack("I", 0)))[0]
+    slave = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY)
+    socket.send_fds(channel, [b"m"], [master])
+    os.close(master)
+    channel.close()
+
+    libc.setsid(why="a session of the container's own")
+    libc.ioctl(slave, termios.TIOCSCTTY, 0, name="TIOCSCTTY",
+               why="the new pty becomes its controlling terminal")
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def receive_master(channel: socket.socket) -> int:
+    """The master fd the child sent; -1 if it sent none."""
+    _, fds, _, _ = socket.recv_fds(channel, 1, 1)
+    channel.close()
+    return fds[0] if fds else -1
+
+
+def _copy_size(master: int) -> None:
+    if not os.isatty(sys.stdin.fileno()):
+        return
+    size = fcntl.ioctl(sys.stdin.fileno(), termios.TIOCGWINSZ, b"\0" * 8)
+    fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+
+
+def relay(master: int) -> None:
+    """Copy between our stdin/stdout and the master until the container's
+    side is closed.  Our terminal is raw meanwhile and restored after."""
+    stdin = sys.stdin.fileno()
+    saved = None
+    if os.isatty(stdin):
+        saved = termios.tcgetattr(stdin)
+        stdlib_tty.setraw(stdin)
+    old_winch = signal.signal(signal.SIGWINCH,
+                              lambda *_: _copy_size(master))
+    _copy_size(master)
+    inputs = [master, stdin]
+    try:
+        while True:
+            ready, _, _ = select.select(inputs, [], [])
+            if master in ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every slave fd is closed
+                    data = b""
+                if not data:
+                    return
+                os.write(sys.stdout.fileno(), data)
+            if stdin in ready:
+                data = os.read(stdin, 65536)
+                if data:
+                    os.write(master, data)
+                else:
+                    inputs.remove(stdin)  # EOF: keep showing output
+    finally:
+        signal.signal(signal.SIGWINCH, old_winch)
+        if saved is not None:
+            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+        os.close(master)
+
+
+def own_session() -> None:
+    """Without -t: a new session, so the caller's terminal is not the
+    container's controlling terminal and TIOCSTI cannot reach it."""
+    libc.setsid(why="no controlling terminal: TIOCSTI cannot push "
+                    "keystrokes into the caller's")

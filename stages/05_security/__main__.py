@@ -1,0 +1,245 @@
+"""Stage 05: security, so root in the container is not root on the host.
+
+A stage 04 container is limited, but its root still has every capability
+and may call any syscall: it can mount, load modules, read /proc/kcore and
+push keystrokes into the caller's terminal.  This stage closes those doors
+the way production runtimes do, as the last steps before exec:
+
+    masked and read-only paths in /proc and /sys
+    a session of its own (and with -t, a terminal of its own)
+    every fd above 2 closed, and a working directory inside the root
+    capabilities cut to docker's default 14, and --user
+    no_new_privs, then a seccomp filter
+
+    python stages/05_security [--rootfs NAME|DIR] [--hostname NAME]
+        [-e KEY=VALUE] [-w DIR] [-u USER[:GROUP]] [--memory SIZE]
+        [--memory-swap SIZE] [--cpus N] [--pids-limit N] [--cap-add CAP]
+        [--cap-drop CAP] [--security-opt OPT] [-t] [--quiet] CMD [ARG...]
+"""
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from runbox import (
+    capabilities, cgroups, cli, container, images, libc, limits, lsm,
+    mounts, newroot, overlay, process, security, seccomp, spec, tty,
+)
+from runbox.errors import RunboxError
+
+app = cli.stage_app(__doc__.split("\n\n")[0])
+
+
+def run(config: spec.Spec, bundle: container.Bundle,
+        signals: process.SignalForwarder, opts: dict) -> int:
+    """Stage 04's container, locked down before it execs."""
+    resolv_conf = newroot.host_resolv_conf()
+    program = (seccomp.compile(config.linux.seccomp)
+               if config.linux.seccomp else None)
+    channel = tty.socketpair() if config.process.terminal else None
+
+    cgroup = cgroups.Cgroup(cgroups.detect(), bundle.id)
+    container.mark_cgroup(bundle)
+    cgroup.create(config.linux.resources)
+    try:
+        def child() -> NoReturn:
+            # Through the host's /proc, while it is still writable: the
+            # request holds until this process's execve.
+            lsm.apply(opts.get("apparmor"), opts.get("label"))
+
+            libc.unshare(config.clone_flags("mount", "uts", "ipc"),
+                         why="a mount table, hostname and IPC of its own")
+            mounts.make_private("/")
+            libc.sethostname(config.hostname,
+                             why="renames only the new UTS namespace")
+            overlay.mount_overlay(Path(config.root.path), bundle)
+            newroot.pivot_into(str(bundle.merged))
+            mounts.mount_all(config.mounts)
+            mounts.populate_dev()
+            newroot.write_etc(config.hostname, resolv_conf)
+
+            # What /proc and /sys would tell or let change about the host.
+            security.mask(config.linux.masked_paths)
+            security.make_readonly(config.linux.readonly_paths)
+
+            # A session of its own: the caller's terminal is no longer
+            # its controlling terminal, so TIOCSTI cannot reach it.
+            if channel:
+                channel[0].close()
+                tty.setup_child(channel[1])
+            else:
+                tty.own_session()
+
+            # No fd of the host's may survive to be climbed out of.
+            security.close_fds(process.own_pipes())
+            security.enter_workdir(config.process.cwd)
+
+            # Without no_new_privs, installing a filter needs CAP_SYS_ADMIN:
+            # then it goes in now, while runbox still has it, and the steps
+            # below run under it (the default profile allows them).
+            if program and not config.process.no_new_privileges:
+                seccomp.install(program, why="the syscalls the container "
+                                             "may make, from here on")
+
+            # Capabilities: the bounding set first, while CAP_SETPCAP is
+            # still there to do it; then the user, then the rest.
+            keep = config.process.capabilities or []
+            capabilities.drop_bounding(keep)
+            capabilities.clear_ambient()
+            user = (security.lookup_user(config.process.user)
+                    if config.process.user else None)
+            if user:
+                # setuid away from 0 empties permitted and effective, and
+                # clears the parent-death signal.
+                security.switch_user(user)
+                process.rearm_parent_death()
+            if not user or user.uid == 0:
+                capabilities.set_process(keep)
+
+            # Last: after this only the syscalls the filter allows work,
+            # and execve is one of them.
+            if config.process.no_new_privileges:
+                security.no_new_privs()
+                if program:
+                    seccomp.install(program, why="the syscalls the "
+                                                 "container may make")
+            process.exec_command(
+                config.process.args, config.process.env,
+                why="the container's PID 1 becomes the command")
+
+        libc.unshare(config.clone_flags("pid"),
+                     why="the next child forked is PID 1 of a new PID "
+                         "namespace")
+
+        def place(pid: int) -> None:
+            container.record_pid(bundle, pid)
+            cgroup.add(pid)
+
+        pid = process.spawn(
+            child, signals, place=place, die_with_parent=True,
+            why="the container's first process, PID 1 inside")
+        if channel:
+            channel[1].close()
+            master = tty.receive_master(channel[0])
+            if master >= 0:
+                tty.relay(master)
+        code = process.wait(pid, signals)
+
+        memory = config.linux.resources and config.linux.resources.memory
+        if memory and cgroup.oom_kills():
+            limit = limits.format_size(memory.limit)
+            what = "killed" if code == 137 else "a process was killed"
+            print(f"runbox: {what}: out of memory, limit {limit}",
+                  file=sys.stderr, flush=True)
+        return code
+    finally:
+        cgroup.remove()
+
+
+def parse_security_opts(values: list[str] | None,
+                        caps: list[str]) -> tuple[object, bool, dict]:
+    """docker's --security-opt: the seccomp profile, no_new_privs, LSM."""
+    profile = seccomp.default_profile(set(caps))
+    nnp = True
+    lsm_opts: dict = {}
+    for value in values or []:
+        key, sep, arg = value.partition("=")
+        if key == "seccomp" and sep:
+            profile = None if arg == "unconfined" else \
+                seccomp.load_profile(arg, set(caps))
+        elif key == "no-new-privileges":
+            if arg not in ("", "true", "false"):
+                raise RunboxError(f"bad security option {value!r}")
+            nnp = arg != "false"
+        elif key in ("apparmor", "label") and sep and arg:
+            lsm_opts[key] = arg
+        else:
+            raise RunboxError(
+                f"unknown security option {value!r}: use seccomp=PROFILE|"
+                "unconfined, no-new-privileges[=false], apparmor=PROFILE "
+                "or label=CONTEXT")
+    lsm.check(lsm_opts.get("apparmor"), lsm_opts.get("label"))
+    return profile, nnp, lsm_opts
+
+
+@app.command()
+def main(
+    command: list[str] = cli.COMMAND,
+    rootfs: str = typer.Option(None, "--rootfs",
+                               help="An image name or a directory "
+                                    "(default: busybox)."),
+    hostname: str = typer.Option(None, "--hostname",
+                                 help="The container's hostname "
+                                      "(default: its id)."),
+    env: list[str] = typer.Option(None, "--env", "-e",
+                                  help="Set a variable, KEY=VALUE."),
+    workdir: str = typer.Option("/", "--workdir", "-w",
+                                help="The command's working directory."),
+    user: str = typer.Option(None, "--user", "-u",
+                             help="Run as NAME|UID[:GROUP|GID]."),
+    memory: str = typer.Option(None, "--memory", "-m",
+                               help="Memory limit, e.g. 64m or 1g."),
+    memory_swap: str = typer.Option(
+        None, "--memory-swap",
+        help="Memory and swap together; -1 for unlimited swap "
+             "(default: the memory limit, no swap)."),
+    cpus: str = typer.Option(None, "--cpus",
+                             help="CPUs' worth of time, e.g. 0.5."),
+    pids_limit: str = typer.Option(None, "--pids-limit",
+                                   help="At most this many processes."),
+    cap_add: list[str] = typer.Option(None, "--cap-add",
+                                      help="Add a capability (or ALL)."),
+    cap_drop: list[str] = typer.Option(None, "--cap-drop",
+                                       help="Drop a capability (or ALL)."),
+    security_opt: list[str] = typer.Option(
+        None, "--security-opt",
+        help="seccomp=PROFILE.json|unconfined, no-new-privileges=false, "
+             "apparmor=PROFILE, label=CONTEXT."),
+    terminal: bool = typer.Option(False, "--tty", "-t",
+                                  help="Give the container a terminal."),
+    quiet: bool = cli.QUIET,
+) -> int:
+    args = cli.start(command, quiet=quiet)
+    cli.require_root("stage 05")
+    root = images.resolve_rootfs(rootfs)
+    extra = cli.parse_env(env)
+    resources = limits.parse(memory=memory, memory_swap=memory_swap,
+                             cpus=cpus, pids_limit=pids_limit)
+    caps = capabilities.resolve(cap_add, cap_drop)
+    profile, nnp, lsm_opts = parse_security_opts(security_opt, caps)
+    if user is not None:
+        security.parse_user(user)
+
+    container.gc()
+
+    with process.SignalForwarder() as signals:
+        bundle = container.create()
+        try:
+            name = cli.check_hostname(
+                bundle.id if hostname is None else hostname)
+            term = os.environ.get("TERM") if terminal else None
+            config = spec.Spec(
+                spec.Process(
+                    args, spec.container_env(extra, hostname=name,
+                                             term=term),
+                    cwd=workdir, terminal=terminal, user=user,
+                    capabilities=caps, no_new_privileges=nnp),
+                spec.Root(str(root)),
+                hostname=name,
+                mounts=spec.default_mounts(),
+                linux=spec.Linux(
+                    spec.namespaces("pid", "mount", "uts", "ipc"),
+                    resources=resources, seccomp=profile,
+                    masked_paths=security.MASKED_PATHS,
+                    readonly_paths=security.READONLY_PATHS),
+            )
+            spec.validate(config)
+            return run(config, bundle, signals, lsm_opts)
+        finally:
+            container.remove(bundle)
+
+
+cli.main(app)

@@ -1,0 +1,174 @@
+"""Stage 05: capabilities, no_new_privs, seccomp, masked paths, fds, users.
+
+Each assertion reads what the kernel reports inside the container.
+"""
+
+import os
+import shutil
+
+import pytest
+
+from conftest import needs_root
+from runbox import capabilities
+
+pytestmark = needs_root
+
+
+def cap_mask(names) -> str:
+    bits = 0
+    for name in names:
+        bits |= 1 << capabilities.NUMBERS[name]
+    return f"{bits:016x}"
+
+
+def status(text: str) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in text.splitlines()
+                if ":\t" in line)
+
+
+@pytest.fixture(scope="module")
+def lab_rootfs(image_root, tmp_path_factory):
+    from runbox import lab
+
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc to build the probes: make test-deps")
+    return lab.build_lab_rootfs(tmp_path_factory.mktemp("lab") / "rootfs")
+
+
+def test_the_done_when_example(stage):
+    # C20, C21, C22 in one: the default set, NoNewPrivs, Seccomp.
+    result = stage(5, "cat", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    st = status(result.stdout)
+    default = cap_mask(capabilities.DEFAULT)
+    for key in ("CapBnd", "CapPrm", "CapEff"):
+        assert st[key] == default, key
+    assert st["CapInh"] == st["CapAmb"] == "0" * 16
+    assert st["NoNewPrivs"] == "1"
+    assert st["Seccomp"] == "2"
+
+
+def test_no_cap_sys_admin(stage):
+    result = stage(5, "cat", "/proc/self/status")
+    bnd = int(status(result.stdout)["CapBnd"], 16)
+    assert not bnd & (1 << capabilities.NUMBERS["CAP_SYS_ADMIN"])
+
+
+def test_cap_add_and_drop(stage):
+    result = stage(5, "--cap-drop", "ALL", "--cap-add", "net_bind_service",
+                   "cat", "/proc/self/status")
+    st = status(result.stdout)
+    assert st["CapEff"] == cap_mask(["CAP_NET_BIND_SERVICE"])
+    assert st["CapBnd"] == st["CapEff"]
+
+
+@pytest.mark.parametrize("opts, words", [
+    (["--cap-add", "CAP_NOPE"], "unknown capability 'CAP_NOPE'"),
+    (["--user", "nosuchuser"], "unable to find user nosuchuser"),
+    (["--user", "1000:"], "bad user '1000:'"),
+    (["--security-opt", "bogus"], "unknown security option 'bogus'"),
+])
+def test_bad_input_is_one_line(stage, opts, words):
+    result = stage(5, *opts, "true")
+    assert result.returncode == 125
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"runbox: {words}")
+
+
+def test_malformed_profile_is_one_line(stage, tmp_path):
+    profile = tmp_path / "profile.json"
+    profile.write_text("{not json")
+    result = stage(5, "--security-opt", f"seccomp={profile}", "true")
+    assert result.returncode == 125
+    [line] = result.stderr.splitlines()
+    assert line.startswith("runbox: ") and str(profile) in line
+
+
+def test_user_switch_drops_capabilities(stage):
+    result = stage(5, "--user", "65534:65534", "cat", "/proc/self/status")
+    st = status(result.stdout)
+    assert st["Uid"].split() == ["65534"] * 4
+    assert st["Gid"].split() == ["65534"] * 4
+    assert st["CapEff"] == st["CapPrm"] == "0" * 16
+    assert st["CapBnd"] == cap_mask(capabilities.DEFAULT)
+
+
+def test_user_by_name(stage):
+    assert stage(5, "--user", "nobody", "id", "-u").stdout == "65534\n"
+
+
+def test_setuid_binary_does_not_raise_privileges(stage, lab_rootfs):
+    # C21: a setuid-root binary run as a non-root user stays that user
+    # under no_new_privs; without it, it would become root.
+    run = ["--rootfs", str(lab_rootfs), "--user", "1000:1000",
+           "/lab/show_ids"]
+    assert stage(5, *run).stdout == "uid=1000 euid=1000\n"
+    unsafe = stage(5, "--security-opt", "no-new-privileges=false", *run)
+    assert unsafe.stdout == "uid=1000 euid=0\n"
+
+
+def test_threads_work_under_the_default_profile(stage, lab_rootfs):
+    # C23: clone3 answers ENOSYS, so glibc falls back to clone.
+    result = stage(5, "--rootfs", str(lab_rootfs), "/lab/thread")
+    assert result.stdout == "thread ok\n"
+
+
+def test_blocked_syscalls(stage):
+    # mount and unshare: no capability for them, and the filter says EPERM.
+    result = stage(5, "sh", "-c",
+                   "mount -t tmpfs t /mnt 2>&1; unshare -U true 2>&1; "
+                   "echo end")
+    assert "end" in result.stdout
+    assert "Operation not permitted" in result.stdout
+    assert "mounted" not in result.stdout
+
+
+def test_masked_and_readonly_paths(stage):
+    # What exists on this host is covered inside: a mount on each masked
+    # path (reading it gives nothing), read-only mounts on the others.
+    from runbox import security
+
+    result = stage(5, "sh", "-c", "cat /proc/self/mountinfo; "
+                   "echo h > /proc/sysrq-trigger 2>/dev/null || echo refused")
+    assert result.returncode == 0, result.stderr
+    mounts = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) > 5:
+            mounts[fields[4]] = fields[5].split(",")
+    for path in security.MASKED_PATHS:
+        if os.path.exists(path):
+            assert path in mounts, path
+    for path in security.READONLY_PATHS:
+        if os.path.exists(path):
+            assert "ro" in mounts[path], path
+    assert result.stdout.splitlines()[-1] == "refused"
+    empty = stage(5, "sh", "-c", "cat /proc/keys /proc/timer_list "
+                  "2>/dev/null | wc -c")
+    assert empty.stdout.strip() == "0"
+
+
+@pytest.mark.parametrize("fd", range(3, 10))
+def test_workdir_through_a_leaked_fd_is_refused(stage, fd):
+    # C24: fds above 2 are closed before the chdir, so /proc/self/fd/N
+    # leads nowhere, and a directory outside the root is refused.
+    result = stage(5, "-w", f"/proc/self/fd/{fd}", "pwd")
+    assert result.returncode == 125
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("runbox: ")
+
+
+def test_workdir_inside_works(stage):
+    assert stage(5, "-w", "/etc", "pwd").stdout == "/etc\n"
+
+
+def test_own_session(stage):
+    # C25: the container is a session of its own, so the caller's terminal
+    # is not its controlling terminal.
+    result = stage(5, "sh", "-c", "cat /proc/self/stat")
+    fields = result.stdout.rsplit(")", 1)[1].split()
+    # pid, ppid... fields[3] is the session id: PID 1 leads its session.
+    assert fields[3] == "1"
+    assert fields[4] == "0"  # no controlling terminal
+    assert os.getsid(0) != 0
