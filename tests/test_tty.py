@@ -1,0 +1,65 @@
+"""-t: a terminal of the container's own, with job control inside.
+
+Run under a pseudo-terminal of the test's own, as a person at a terminal
+would run it: Ctrl-C must reach the container's foreground job only.
+"""
+
+import os
+import pty
+import select
+import sys
+import time
+
+from conftest import STAGES, needs_root
+
+pytestmark = needs_root
+
+
+def read_until(fd: int, token: bytes, limit: float = 30) -> bytes:
+    """Read until token shows up; give up (and return) after limit s."""
+    buf = b""
+    end = time.monotonic() + limit
+    while token not in buf and time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            buf += data
+    return buf
+
+
+def test_interactive_shell_with_job_control(image_root, state_root):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["RUNBOX_ROOT"] = str(state_root)
+        os.execv(sys.executable, [
+            sys.executable, str(STAGES[5]), "-q", "-t", "--rootfs",
+            str(image_root), "--memory", "64m", "--pids-limit", "64", "sh"])
+    try:
+        assert b"# " in read_until(fd, b"# ")
+        os.write(fd, b"tty; echo pid=$$; sleep 100\n")
+        seen = read_until(fd, b"pid=1")
+        assert b"/dev/pts/0" in seen
+        # Ctrl-C as a byte: the container's terminal makes it SIGINT for
+        # its foreground job, sleep, and the shell lives on.
+        os.write(fd, b"\x03")
+        assert b"^C" in read_until(fd, b"^C")
+        # The answer, 42, is not in the echoed command line.
+        os.write(fd, b"sleep 50 & jobs; echo $((40 + 2))\n")
+        seen = read_until(fd, b"42\r\n")
+        assert b"Running" in seen and b"\n42\r\n" in seen
+        os.write(fd, b"exit 3\n")
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 3
+    finally:
+        if pid:
+            os.kill(pid, 9)  # runbox, the test's own child
+            os.waitpid(pid, 0)
+            from runbox import container
+            container.gc()
+        os.close(fd)
