@@ -32,6 +32,32 @@ def read_until(fd: int, token: bytes, limit: float = 30) -> bytes:
     return buf
 
 
+def descendant_running(ancestor: int, cmdline: bytes) -> bool:
+    """Whether a descendant of ancestor runs with this exact cmdline."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1]
+                                              .split()[1])
+            except (OSError, ValueError):
+                continue
+    for pid in parents:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read() != cmdline:
+                    continue
+        except OSError:
+            continue
+        up = pid
+        while up in parents and up > 1:
+            up = parents[up]
+            if up == ancestor:
+                return True
+    return False
+
+
 def test_interactive_shell_with_job_control(image_root, state_root):
     pid, fd = pty.fork()
     if pid == 0:
@@ -44,6 +70,11 @@ def test_interactive_shell_with_job_control(image_root, state_root):
         os.write(fd, b"tty; echo pid=$$; sleep 100\n")
         seen = read_until(fd, b"pid=1")
         assert b"/dev/pts/0" in seen
+        # Ctrl-C only once sleep runs, or it would reach the shell instead.
+        for _ in range(3000):
+            if descendant_running(pid, b"sleep\x00100\x00"):
+                break
+            time.sleep(0.01)
         # Ctrl-C as a byte: the container's terminal makes it SIGINT for
         # its foreground job, sleep, and the shell lives on.
         os.write(fd, b"\x03")
