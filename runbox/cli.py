@@ -62,6 +62,13 @@ def require_root(stage: str) -> None:
             "(run it with sudo)")
 
 
+def stdin_from_devnull() -> None:
+    """docker's default without -i: the container reads nothing."""
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(fd, 0)
+    os.close(fd)
+
+
 def host_cwd() -> str:
     """The caller's working directory, which stages 01 and 02 keep."""
     try:

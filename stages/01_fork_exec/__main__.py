@@ -46,4 +46,5 @@ def main(command: list[str] = cli.COMMAND, quiet: bool = cli.QUIET) -> int:
     return run(config)
 
 
-cli.main(app)
+if __name__ == "__main__":
+    cli.main(app)

@@ -80,4 +80,5 @@ def main(
     return run(config)
 
 
-cli.main(app)
+if __name__ == "__main__":
+    cli.main(app)

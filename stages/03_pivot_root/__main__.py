@@ -114,4 +114,5 @@ def main(
             container.remove(bundle)
 
 
-cli.main(app)
+if __name__ == "__main__":
+    cli.main(app)

@@ -142,4 +142,5 @@ def main(
             container.remove(bundle)
 
 
-cli.main(app)
+if __name__ == "__main__":
+    cli.main(app)

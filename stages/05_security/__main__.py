@@ -32,6 +32,11 @@ from runbox.errors import RunboxError
 
 app = cli.stage_app(__doc__.split("\n\n")[0])
 
+# The runbox command runs this stage as `runbox run`, as docker would: quiet
+# unless --trace, and stdin only with -i.  Run directly, the stage narrates
+# and passes stdin on, like the stages before it.
+AS_RUNBOX = False
+
 
 def run(config: spec.Spec, bundle: container.Bundle,
         signals: process.SignalForwarder, opts: dict) -> int:
@@ -200,10 +205,18 @@ def main(
              "apparmor=PROFILE, label=CONTEXT."),
     terminal: bool = typer.Option(False, "--tty", "-t",
                                   help="Give the container a terminal."),
+    interactive: bool = typer.Option(
+        False, "--interactive", "-i",
+        help="Pass stdin on (runbox run: without it, stdin is /dev/null)."),
+    trace: bool = typer.Option(False, "--trace",
+                               help="Narrate the syscalls (runbox run)."),
     quiet: bool = cli.QUIET,
 ) -> int:
-    args = cli.start(command, quiet=quiet)
-    cli.require_root("stage 05")
+    narrate = trace if AS_RUNBOX else not quiet
+    args = cli.start(command, quiet=not narrate)
+    cli.require_root("runbox run" if AS_RUNBOX else "stage 05")
+    if AS_RUNBOX and not interactive:
+        cli.stdin_from_devnull()
     root = images.resolve_rootfs(rootfs)
     extra = cli.parse_env(env)
     resources = limits.parse(memory=memory, memory_swap=memory_swap,
@@ -242,4 +255,5 @@ def main(
             container.remove(bundle)
 
 
-cli.main(app)
+if __name__ == "__main__":
+    cli.main(app)

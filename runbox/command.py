@@ -1,0 +1,87 @@
+"""The `runbox` command: the final stage, with docker's manners.
+
+    runbox run [OPTIONS] CMD [ARG...]   a container of stage 05
+    runbox import TARBALL NAME          a rootfs tarball as an image
+    runbox images                       the images there are
+    runbox gc                           what dead runboxes left behind
+
+`runbox run` is stages/05_security itself, loaded from the repository:
+quiet unless --trace, stdin only with -i.  It needs the repository it was
+installed from (the Makefile installs it editable); a copy of the package
+alone has no stages to run, and says so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import typer
+
+from runbox import cli, container, images
+from runbox.errors import RunboxError
+
+STAGE = Path(__file__).resolve().parent.parent / "stages/05_security"
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False,
+                  help="A container runtime written from scratch, taught "
+                       "in stages.")
+
+
+def final_stage() -> ModuleType:
+    """stages/05_security/__main__.py, loaded as a module."""
+    path = STAGE / "__main__.py"
+    if not path.is_file():
+        raise RunboxError(f"{path} is missing: runbox runs from its "
+                          "repository (make venv installs it so)")
+    spec = importlib.util.spec_from_file_location("runbox_stage5", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.AS_RUNBOX = True
+    return module
+
+
+@app.command("import")
+def import_(tarball: Path, name: str,
+            force: bool = typer.Option(False, "--force",
+                                       help="Replace an image of that "
+                                            "name.")) -> int:
+    """Import a rootfs tarball (a docker export, an Alpine minirootfs)."""
+    print(images.import_tarball(tarball, name, force=force))
+    return 0
+
+
+@app.command("images")
+def images_() -> int:
+    """List the images."""
+    for name, path in images.list_images():
+        print(f"{name}\t{path}")
+    return 0
+
+
+@app.command("gc")
+def gc() -> int:
+    """Remove the cgroups, processes and directories of containers whose
+    runbox died, and only those."""
+    for cid in container.gc():
+        print(f"removed {cid}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script."""
+    try:
+        stage = final_stage()
+    except RunboxError as exc:
+        print(f"runbox: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    app.command("run", context_settings=cli.CONTEXT,
+                help="Run a command in a new container.")(stage.main)
+    cli.main(app, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()
