@@ -19,7 +19,7 @@ ROOTFS := $(RUNBOX_ROOT)/images/busybox/rootfs
 TEST_PACKAGES := strace gcc libc6-dev
 
 .PHONY: all venv rootfs stage1 stage2 stage3 stage4 stage5 test test-host \
-	test-v2 test-deps lab clean distclean
+	test-v2 test-deps lab clean distclean bench
 
 all: rootfs
 
@@ -68,6 +68,11 @@ test-host: test-deps $(ROOTFS) | $(PY)
 V2_TESTS ?= tests/test_vm_harness.py tests/test_cgroups.py tests/test_cgroups_v2.py
 test-v2: $(ROOTFS) | $(PY)
 	vm/run-tests -q $(V2_TESTS)
+
+# Start-up time and memory beside runc and crun (bench/run.py says what
+# differs); writes bench/results.json.  Not part of the tests.
+bench: $(ROOTFS) | $(PY)
+	$(PY) bench/run.py
 
 # The escape lab: the default image plus the probe programs under /lab.
 lab: $(ROOTFS) test-deps | $(PY)

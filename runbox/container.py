@@ -70,12 +70,17 @@ def create() -> Bundle:
     except OSError as exc:
         raise RunboxError(f"cannot create {root}: {exc.strerror}") from None
     cid = secrets.token_hex(6)
-    bundle = Bundle(cid, root / cid)
-    bundle.dir.mkdir(mode=0o700)
+    # Made under a hidden name and renamed once complete: a gc running in
+    # another runbox meanwhile must never see a directory without its
+    # owner file, or it would take it for a dead one.
+    partial = Bundle(cid, root / f".new-{os.getpid()}-{cid}")
+    partial.dir.mkdir(mode=0o700)
     owner = f"{os.getpid()} {_start_time(os.getpid())}\n"
-    (bundle.dir / "owner").write_text(owner)
-    for d in (bundle.upper, bundle.work, bundle.merged):
+    (partial.dir / "owner").write_text(owner)
+    for d in (partial.upper, partial.work, partial.merged):
         d.mkdir(mode=0o755)
+    bundle = Bundle(cid, root / cid)
+    partial.dir.rename(bundle.dir)
     return bundle
 
 
@@ -101,7 +106,13 @@ def remove(bundle: Bundle) -> None:
     if mounted:
         raise RunboxError(
             f"not removing {bundle.dir}: {mounted[0]} is still mounted")
-    shutil.rmtree(bundle.dir, ignore_errors=False)
+    # Out of sight first: a directory half deleted, its owner file gone,
+    # would look dead to a gc in another runbox.
+    gone = bundle.dir
+    if not gone.name.startswith(".gc-"):
+        gone = bundle.dir.parent / f".gc-{os.getpid()}-{bundle.id}"
+        bundle.dir.rename(gone)
+    shutil.rmtree(gone)
 
 
 def _alive(record: Path) -> int | None:
@@ -158,13 +169,29 @@ def gc() -> list[str]:
     removed = []
     layout = None
     for entry in sorted(root.iterdir()):
-        bundle = Bundle(entry.name, entry)
-        if not entry.is_dir() or entry.is_symlink() or owner_alive(bundle):
+        if not entry.is_dir() or entry.is_symlink():
             continue
+        if entry.name.startswith((".new-", ".gc-")):
+            # Half made, or half collected: the maker's pid is in the name.
+            maker = entry.name.split("-")[1]
+            if maker.isdigit() and _start_time(int(maker)) is not None:
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        if owner_alive(Bundle(entry.name, entry)):
+            continue
+        # Claimed by a rename first: of several runboxes collecting at
+        # once, exactly one gets each dead container.
+        claimed = root / f".gc-{os.getpid()}-{entry.name}"
+        try:
+            entry.rename(claimed)
+        except FileNotFoundError:
+            continue
+        bundle = Bundle(entry.name, claimed)
         # What still runs first: that ends the container's mount namespace,
         # and with it the overlay.
         _end_orphan(bundle)
-        if (entry / "cgroup").exists():
+        if (claimed / "cgroup").exists():
             from runbox import cgroups
 
             layout = layout or cgroups.detect()

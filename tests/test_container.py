@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,21 @@ def test_gc_command_is_idempotent(state_root):
             capture_output=True, text=True,
             env={**os.environ, "RUNBOX_ROOT": str(state_root)})
         assert result.returncode == 0 and result.stderr == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for containers")
+def test_many_runboxes_at_once_collect_nothing_alive(state_root,
+                                                     image_root):
+    # Each run collects dead containers as it starts: twelve at once must
+    # never take one another's for dead (a directory half made or half
+    # removed has no owner file to show it alive).
+    stage = Path(__file__).resolve().parent.parent / "stages/04_cgroups"
+    procs = [subprocess.Popen(
+        [sys.executable, str(stage), "-q", "--rootfs", str(image_root),
+         "true"], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+        for _ in range(12)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stderr.close()
+    assert results == [(0, "")] * 12
