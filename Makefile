@@ -19,7 +19,7 @@ ROOTFS := $(RUNBOX_ROOT)/images/busybox/rootfs
 TEST_PACKAGES := strace gcc libc6-dev
 
 .PHONY: all venv rootfs stage1 stage2 stage3 stage4 stage5 test test-host \
-	test-v2 test-deps lab clean distclean bench
+	test-v2 test-deps lab clean distclean bench doctor diff
 
 all: rootfs
 
@@ -31,7 +31,7 @@ $(PY): pyproject.toml
 	  { apt-get update -qq && apt-get install -y -qq python3-venv; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
-	$(PY) -m pip install -qq -e '.[test]'
+	$(PY) -m pip install -qq -e '.[test,notebooks]'
 	@touch $(PY)
 
 rootfs: $(ROOTFS)
@@ -77,6 +77,36 @@ bench: $(ROOTFS) | $(PY)
 # The escape lab: the default image plus the probe programs under /lab.
 lab: $(ROOTFS) test-deps | $(PY)
 	$(PY) -m runbox.lab
+
+# The notebooks in JupyterLab, for people (make test runs them headless,
+# without it).  Jupyter refuses root unless told.  It listens on localhost
+# only: from outside a VM, forward the port (ssh -L 8888:localhost:8888).
+NOTEBOOK_OPTS ?= --no-browser
+JUPYTER_LAB := $(VENV)/bin/jupyter-lab
+.PHONY: notebook
+notebook: $(ROOTFS) test-deps | $(JUPYTER_LAB)
+	$(JUPYTER_LAB) --allow-root --notebook-dir=notebooks $(NOTEBOOK_OPTS)
+$(JUPYTER_LAB): pyproject.toml | $(PY)
+	$(PY) -m pip install -qq -e '.[jupyter]'
+	@touch $@
+
+# Can this machine run the stages?  A check per need, and how to fix each.
+doctor: | $(PY)
+	@$(PY) -m runbox.doctor
+
+# The lesson of stage N as a diff: what its __main__.py changes from the
+# stage before it.  git pages and colours it when it can.
+diff:
+	@old=$$(ls -d stages/0$$(( $(or $(STAGE),0) - 1 ))_* 2>/dev/null); \
+	new=$$(ls -d stages/0$(STAGE)_* 2>/dev/null); \
+	if [ -z "$$old" ] || [ -z "$$new" ]; then \
+	  echo "usage: make diff STAGE=N, N from 2 to" \
+	    "$$(ls -d stages/0*_* | wc -l)" >&2; exit 2; fi; \
+	if command -v git >/dev/null; then \
+	  git diff --no-index --diff-algorithm=histogram --color=auto \
+	    "$$old/__main__.py" "$$new/__main__.py"; \
+	else diff -u --label "$$old" --label "$$new" \
+	  "$$old/__main__.py" "$$new/__main__.py"; fi; [ $$? -le 1 ]
 
 # Removes only runbox's own leftovers: state of containers whose runbox has
 # died.  Images stay; `make distclean` removes them and the venv too.

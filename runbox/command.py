@@ -4,6 +4,7 @@
     runbox import TARBALL NAME          a rootfs tarball as an image
     runbox images                       the images there are
     runbox gc                           what dead runboxes left behind
+    runbox doctor                       can this machine run the stages?
 
 `runbox run` is stages/05_security itself, loaded from the repository:
 quiet unless --trace, stdin only with -i.  It needs the repository it was
@@ -20,7 +21,7 @@ from types import ModuleType
 
 import typer
 
-from runbox import cli, container, images
+from runbox import cli, container, doctor, images
 from runbox.errors import RunboxError
 
 STAGE = Path(__file__).resolve().parent.parent / "stages/05_security"
@@ -69,6 +70,12 @@ def gc() -> int:
     for cid in container.gc():
         print(f"removed {cid}")
     return 0
+
+
+@app.command("doctor")
+def doctor_() -> int:
+    """Check that this machine can run every stage; exit 1 if not."""
+    return doctor.main()
 
 
 def main(argv: list[str] | None = None) -> None:
