@@ -19,30 +19,51 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
-import typer
-
-from runbox import trace
+from runbox import options, trace
 from runbox.errors import EXIT_RUNTIME, RunboxError
+from runbox.options import Argument, Option
 from runbox.process import describe_error
+
+__all__ = ["Argument", "Option", "StageApp", "main"]
 
 # Options end at the first argument that is not one: that is the command.
 CONTEXT = {"allow_interspersed_args": False,
            "help_option_names": ["-h", "--help"]}
 
-COMMAND = typer.Argument(None, metavar="CMD [ARG...]",
-                         help="The command to run, and its arguments.")
-QUIET = typer.Option(False, "--quiet", "-q",
-                     help="Do not narrate the syscalls.")
+COMMAND = Argument(None, metavar="CMD [ARG...]",
+                   help="The command to run, and its arguments.")
+QUIET = Option(False, "--quiet", "-q", help="Do not narrate the syscalls.")
 
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?")
 
 
-def stage_app(help_text: str) -> typer.Typer:
-    """A one-command Typer app for a stage."""
-    return typer.Typer(add_completion=False, help=help_text,
-                       context_settings=CONTEXT, pretty_exceptions_enable=False)
+class StageApp:
+    """A stage's one command: parsed fast, or by typer (runbox.options)."""
+
+    def __init__(self, help_text: str) -> None:
+        self.help = help_text
+        self.func: Callable[..., int] | None = None
+
+    def command(self) -> Callable[[Callable[..., int]], Callable[..., int]]:
+        def register(func: Callable[..., int]) -> Callable[..., int]:
+            self.func = func
+            return func
+        return register
+
+    def typer_app(self) -> Any:
+        import typer
+
+        app = typer.Typer(add_completion=False, help=self.help,
+                          context_settings=CONTEXT,
+                          pretty_exceptions_enable=False)
+        app.command()(options.typer_command(self.func))
+        return app
+
+
+def stage_app(help_text: str) -> StageApp:
+    return StageApp(help_text)
 
 
 def start(command: list[str] | None, *, quiet: bool) -> list[str]:
@@ -101,27 +122,56 @@ def parse_env(pairs: list[str] | None) -> dict[str, str]:
     return env
 
 
-def main(app: typer.Typer, argv: list[str] | None = None) -> NoReturn:
-    """Run a stage's app and exit with its code, reporting any failure."""
-    code = _run(lambda: app(args=argv, standalone_mode=False))
-    sys.exit(code)
+def main(app: StageApp, argv: list[str] | None = None) -> NoReturn:
+    """Run a stage's command and exit with its code, reporting failures."""
+    args = sys.argv[1:] if argv is None else argv
+    sys.exit(run_command(app.func, args, app.typer_app))
+
+
+def run_command(func: Callable[..., int], argv: list[str],
+                slow: Callable[[], Any]) -> int:
+    """func on argv: by the fast parser if it can, else by slow(), a typer
+    app built from the same declarations."""
+    kwargs = options.fast_parse(func, argv)
+    if kwargs is not None:
+        return call(func, kwargs)
+    return run_typer(slow(), argv)
+
+
+def call(func: Callable[..., int], kwargs: dict) -> int:
+    """func(**kwargs), its failure reported as one line."""
+    return _run(lambda: func(**kwargs))
+
+
+def run_typer(app: Any, argv: list[str]) -> int:
+    return _run(lambda: app(args=argv, standalone_mode=False))
 
 
 def _run(call: Callable[[], object]) -> int:
     try:
         result = call()
-    except typer.TyperException as exc:
-        return _fail(exc.format_message().rstrip(".") + " (see --help)")
-    except typer.Exit as exc:
-        return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        return _fail("interrupted", 130)
     except BaseException as exc:  # noqa: BLE001 - reported once, as a line
         if isinstance(exc, SystemExit):
             raise
-        message, code = describe_error(exc)
-        return _fail(message, code)
+        return _report(exc)
     return result if isinstance(result, int) else 0
+
+
+def _report(exc: BaseException) -> int:
+    """A failure as its one line, and the exit code it ends with."""
+    if type(exc).__module__.startswith("typer"):
+        import typer
+
+        if isinstance(exc, typer.Exit):
+            return exc.exit_code
+        if isinstance(exc, typer.Abort):
+            return _fail("interrupted", 130)
+        if isinstance(exc, typer.TyperException):
+            return _fail(exc.format_message().rstrip(".") + " (see --help)")
+    if isinstance(exc, KeyboardInterrupt):
+        return _fail("interrupted", 130)
+    message, code = describe_error(exc)
+    return _fail(message, code)
 
 
 def _fail(message: str, code: int = EXIT_RUNTIME) -> int:

@@ -18,18 +18,13 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-import typer
-
-from runbox import cli, container, doctor, images
+from runbox import cli, container, images, options
 from runbox.errors import RunboxError
 
 STAGE = Path(__file__).resolve().parent.parent / "stages/05_security"
-
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  pretty_exceptions_enable=False,
-                  help="A container runtime written from scratch, taught "
-                       "in stages.")
+HELP = "A container runtime written from scratch, taught in stages."
 
 
 def final_stage() -> ModuleType:
@@ -45,17 +40,15 @@ def final_stage() -> ModuleType:
     return module
 
 
-@app.command("import")
 def import_(tarball: Path, name: str,
-            force: bool = typer.Option(False, "--force",
-                                       help="Replace an image of that "
-                                            "name.")) -> int:
+            force: bool = cli.Option(False, "--force",
+                                     help="Replace an image of that name."),
+            ) -> int:
     """Import a rootfs tarball (a docker export, an Alpine minirootfs)."""
     print(images.import_tarball(tarball, name, force=force))
     return 0
 
 
-@app.command("images")
 def images_() -> int:
     """List the images."""
     for name, path in images.list_images():
@@ -63,7 +56,6 @@ def images_() -> int:
     return 0
 
 
-@app.command("gc")
 def gc() -> int:
     """Remove the cgroups, processes and directories of containers whose
     runbox died, and only those."""
@@ -72,22 +64,43 @@ def gc() -> int:
     return 0
 
 
-@app.command("doctor")
 def doctor_() -> int:
     """Check that this machine can run every stage; exit 1 if not."""
+    from runbox import doctor
+
     return doctor.main()
 
 
+def typer_app(stage: ModuleType) -> Any:
+    """The whole command as a Typer app: for help, errors and the rest."""
+    import typer
+
+    app = typer.Typer(add_completion=False, no_args_is_help=True,
+                      pretty_exceptions_enable=False, help=HELP)
+    app.command("run", context_settings=cli.CONTEXT,
+                help="Run a command in a new container.")(
+        options.typer_command(stage.main))
+    app.command("import")(options.typer_command(import_))
+    app.command("images")(images_)
+    app.command("gc")(gc)
+    app.command("doctor")(doctor_)
+    return app
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The console script."""
+    """The console script.  `runbox run` with ordinary options is parsed
+    without typer, which would take longer than the container."""
+    args = sys.argv[1:] if argv is None else argv
     try:
         stage = final_stage()
     except RunboxError as exc:
         print(f"runbox: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    app.command("run", context_settings=cli.CONTEXT,
-                help="Run a command in a new container.")(stage.main)
-    cli.main(app, sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["run"]:
+        kwargs = options.fast_parse(stage.main, args[1:])
+        if kwargs is not None:
+            sys.exit(cli.call(stage.main, kwargs))
+    sys.exit(cli.run_typer(typer_app(stage), args))
 
 
 if __name__ == "__main__":

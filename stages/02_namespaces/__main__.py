@@ -17,8 +17,6 @@ import os
 import secrets
 from typing import NoReturn
 
-import typer
-
 from runbox import cli, libc, mounts, process, spec
 
 app = cli.stage_app(__doc__.split("\n\n")[0])
@@ -60,7 +58,7 @@ def run(config: spec.Spec) -> int:
 @app.command()
 def main(
     command: list[str] = cli.COMMAND,
-    hostname: str = typer.Option(None, "--hostname",
+    hostname: str = cli.Option(None, "--hostname",
                                  help="The container's hostname."),
     quiet: bool = cli.QUIET,
 ) -> int:

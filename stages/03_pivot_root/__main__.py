@@ -17,8 +17,6 @@ import os
 from pathlib import Path
 from typing import NoReturn
 
-import typer
-
 from runbox import (
     cli, container, images, libc, mounts, newroot, overlay, process, spec,
 )
@@ -72,15 +70,15 @@ def run(config: spec.Spec, bundle: container.Bundle,
 @app.command()
 def main(
     command: list[str] = cli.COMMAND,
-    rootfs: str = typer.Option(None, "--rootfs",
+    rootfs: str = cli.Option(None, "--rootfs",
                                help="An image name or a directory "
                                     "(default: busybox)."),
-    hostname: str = typer.Option(None, "--hostname",
+    hostname: str = cli.Option(None, "--hostname",
                                  help="The container's hostname "
                                       "(default: its id)."),
-    env: list[str] = typer.Option(None, "--env", "-e",
+    env: list[str] = cli.Option(None, "--env", "-e",
                                   help="Set a variable, KEY=VALUE."),
-    chroot: bool = typer.Option(False, "--chroot",
+    chroot: bool = cli.Option(False, "--chroot",
                                 help="Use chroot instead of pivot_root, "
                                      "to see why it is not enough."),
     quiet: bool = cli.QUIET,

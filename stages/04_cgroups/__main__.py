@@ -21,8 +21,6 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-import typer
-
 from runbox import (
     cgroups, cli, container, images, libc, limits, mounts, newroot, overlay,
     process, spec,
@@ -90,23 +88,23 @@ def run(config: spec.Spec, bundle: container.Bundle,
 @app.command()
 def main(
     command: list[str] = cli.COMMAND,
-    rootfs: str = typer.Option(None, "--rootfs",
+    rootfs: str = cli.Option(None, "--rootfs",
                                help="An image name or a directory "
                                     "(default: busybox)."),
-    hostname: str = typer.Option(None, "--hostname",
+    hostname: str = cli.Option(None, "--hostname",
                                  help="The container's hostname "
                                       "(default: its id)."),
-    env: list[str] = typer.Option(None, "--env", "-e",
+    env: list[str] = cli.Option(None, "--env", "-e",
                                   help="Set a variable, KEY=VALUE."),
-    memory: str = typer.Option(None, "--memory", "-m",
+    memory: str = cli.Option(None, "--memory", "-m",
                                help="Memory limit, e.g. 64m or 1g."),
-    memory_swap: str = typer.Option(
+    memory_swap: str = cli.Option(
         None, "--memory-swap",
         help="Memory and swap together; -1 for unlimited swap "
              "(default: the memory limit, no swap)."),
-    cpus: str = typer.Option(None, "--cpus",
+    cpus: str = cli.Option(None, "--cpus",
                              help="CPUs' worth of time, e.g. 0.5."),
-    pids_limit: str = typer.Option(None, "--pids-limit",
+    pids_limit: str = cli.Option(None, "--pids-limit",
                                    help="At most this many processes."),
     quiet: bool = cli.QUIET,
 ) -> int:
