@@ -4,7 +4,9 @@ An image is a plain directory, images/NAME/rootfs under the state root.  It
 comes from one of two places: build_busybox() assembles a tiny one from
 Debian's busybox-static package, and import_tarball() unpacks a rootfs
 tarball such as `docker export` output or an Alpine minirootfs.  Containers
-never write to it; the runtime lays an overlay on top.
+never write to it; the runtime lays an overlay on top.  For a user
+namespace, shifted_rootfs() keeps a copy beside it whose owners are moved
+into the host ids the namespace maps (images/NAME/rootfs-100000-65536).
 
 What this module cannot do:
 
@@ -19,6 +21,9 @@ What this module cannot do:
   too, or it follows the link on the host.
 - remove_image() does not know which containers use an image; removing one
   under a running container pulls the lower layer out from under it.
+- A copy for a user namespace takes the image's disk space again.  It is
+  replaced when the image is built or imported again with --force, but
+  not if the rootfs is changed by hand; `images rm` removes it.
 - A build's leftovers are recognised by the process id in their name.  A
   build running in another PID namespace on the same state root looks dead,
   and a build or import of the same name there deletes its work.
@@ -52,7 +57,12 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
 # like, named after the process that made them so that a later build can
 # tell a dead one's leftovers from a concurrent build.  Names without a
 # pid come from runbox versions before that and are always leftovers.
-_WORK = re.compile(r"\.(?:build|import|old)-(?:(\d+)-)?[a-z0-9_]{8}")
+_WORK = re.compile(
+    r"\.(?:build|import|old|shift)-(?:(\d+)-)?[a-z0-9_]{8}")
+
+# Copies for user namespaces: rootfs-UID-COUNT, and -GID-COUNT after it
+# when the gids come from another range than the uids.
+_SHIFTED = re.compile(r"rootfs-\d+-\d+(?:-\d+-\d+)?")
 
 # The first bytes of each compressed format tarfile can read; anything
 # else is taken for a plain tar.  zstd needs Python 3.14.
@@ -104,14 +114,13 @@ def resolve_rootfs(rootfs: str | None) -> Path:
     so a directory in the current directory never shadows one: write
     ./NAME for that.
     """
-    if rootfs is None:
-        rootfs = DEFAULT_IMAGE
-    if "/" not in rootfs and rootfs not in (".", ".."):
-        path = image_rootfs(rootfs)
+    name = image_name(rootfs)
+    if name is not None:
+        path = image_rootfs(name)
         if not path.is_dir():
             raise RunboxError(
-                f"rootfs {rootfs!r} not found in {paths.images_dir()}: "
-                + _how_to_get(rootfs))
+                f"rootfs {name!r} not found in {paths.images_dir()}: "
+                + _how_to_get(name))
     else:
         path = Path(rootfs).absolute()
         if not path.exists():
@@ -127,6 +136,15 @@ def resolve_rootfs(rootfs: str | None) -> Path:
                           " image or a rootfs directory")
     _check_plausible(path)
     return path.resolve()
+
+
+def image_name(rootfs: str | None) -> str | None:
+    """The image a --rootfs value names, or None if it is a directory."""
+    if rootfs is None:
+        return DEFAULT_IMAGE
+    if "/" in rootfs or rootfs in (".", ".."):
+        return None
+    return rootfs
 
 
 def _how_to_get(name: str) -> str:
@@ -272,6 +290,11 @@ def _install(new: Path, dest: Path, force: bool) -> None:
         old = _work_dir(dest.parent, "old")
         os.rename(dest, old / "rootfs")
         os.rename(new, dest)
+        # The copies for user namespaces are of the old rootfs: they go
+        # with it, and the next container with --userns makes a new one.
+        for entry in os.listdir(dest.parent):
+            if _SHIFTED.fullmatch(entry):
+                os.rename(dest.parent / entry, old / entry)
         shutil.rmtree(old)
         return
     try:
@@ -379,6 +402,96 @@ def _make_busybox_tree(unpacked: Path, rootfs: Path) -> None:
     for file, text in _ETC_FILES.items():
         (rootfs / "etc" / file).write_text(text)
         os.chmod(rootfs / "etc" / file, 0o644)
+
+
+def shifted_rootfs(name: str, uids: tuple[int, int],
+                   gids: tuple[int, int]) -> Path:
+    """The image NAME owned by the host ids a user namespace maps.
+
+    uids and gids are (first host id, count).  A file of uid N in the image
+    belongs to host uid first+N in the copy, so root of the namespace owns
+    what root owned in the image, and may change it through the overlay.
+    The copy is made once per range, next to the image, in a work
+    directory that rename(2) moves into place when it is complete.
+    """
+    source = image_rootfs(name)
+    suffix = f"{uids[0]}-{uids[1]}"
+    if gids != uids:
+        suffix += f"-{gids[0]}-{gids[1]}"
+    dest = source.parent / f"rootfs-{suffix}"
+    if dest.is_dir():
+        return dest
+    with _workspace(name, "shift") as (_, work):
+        shift_copy(source, work / "rootfs", uids, gids)
+        _install(work / "rootfs", dest, force=False)
+    return dest
+
+
+def shift_copy(source: Path, dest: Path, uids: tuple[int, int],
+               gids: tuple[int, int]) -> None:
+    """Copy the tree at source to dest, each owner moved up by the first id.
+
+    Nothing on the way is followed: a symlink is copied as the link it is,
+    a file is opened with O_NOFOLLOW, hard links stay links.  Modes, the
+    setuid bits among them, and times are kept; extended attributes are
+    not (images have none, see above).  An owner beyond the range's count
+    cannot be mapped and stops the copy.
+    """
+    seen: dict[tuple[int, int], str] = {}
+
+    def owner(path: str, st: os.stat_result) -> tuple[int, int]:
+        if st.st_uid >= uids[1] or st.st_gid >= gids[1]:
+            raise RunboxError(
+                f"{path}: owner {st.st_uid}:{st.st_gid} lies outside the "
+                f"ids the user namespace maps (uids 0-{uids[1] - 1}, gids "
+                f"0-{gids[1] - 1})")
+        return uids[0] + st.st_uid, gids[0] + st.st_gid
+
+    def copy(src: str, dst: str, st: os.stat_result) -> None:
+        mode = st.st_mode
+        key = (st.st_dev, st.st_ino)
+        if stat.S_ISDIR(mode):
+            os.mkdir(dst, 0o700)
+            with os.scandir(src) as entries:
+                for entry in entries:
+                    copy(entry.path, os.path.join(dst, entry.name),
+                         entry.stat(follow_symlinks=False))
+        elif key in seen:
+            os.link(seen[key], dst, follow_symlinks=False)
+            return
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(src), dst)
+        elif stat.S_ISREG(mode):
+            _copy_file(src, dst)
+        else:
+            os.mknod(dst, mode, st.st_rdev)  # devices, fifos, sockets
+        if st.st_nlink > 1 and not stat.S_ISDIR(mode):
+            seen[key] = dst
+        # For a directory, after its entries, which change its times.
+        os.chown(dst, *owner(src, st), follow_symlinks=False)
+        if not stat.S_ISLNK(mode):
+            # After chown, which clears the setuid and setgid bits.
+            os.chmod(dst, stat.S_IMODE(mode))
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns),
+                 follow_symlinks=False)
+
+    copy(str(source), str(dest), os.lstat(source))
+
+
+def _copy_file(src: str, dst: str) -> None:
+    # O_NONBLOCK: a fifo put in the file's place would not hang the copy.
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                    | os.O_CLOEXEC)
+    try:
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            while os.sendfile(fd_out, fd_in, None, 1 << 30):
+                pass
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)
 
 
 def import_tarball(tarball: Path, name: str, *, force: bool = False

@@ -9,7 +9,8 @@ Where the stdlib already makes the call well, the wrapper passes through to
 it: os.fork runs Python's after-fork hooks (a raw fork would not), and
 os.execve, os.waitpid, os.chroot and friends already check errors.  Only what
 the stdlib lacks goes through ctypes: unshare, setns, mount, umount2,
-pivot_root and prctl.
+pivot_root, prctl, mount_setattr, and clone, which runs Python's after-fork
+hooks itself.
 
 A failed call raises OSError with the errno, so PermissionError and friends
 still apply, and with the syscall's name in its strerror and the path as its
@@ -38,6 +39,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 # as is rt_sigaction, whose glibc wrapper refuses glibc's own signals.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
 _SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134}.get(platform.machine())
+# clone(2) with namespace flags, and mount_setattr(2), which glibc 2.36
+# does not wrap either.
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
+_SYS_MOUNT_SETATTR = {"x86_64": 442, "aarch64": 442}.get(platform.machine())
 
 
 class CloneFlag(enum.IntFlag):
@@ -83,6 +88,25 @@ class UmountFlag(enum.IntFlag):
     UMOUNT_NOFOLLOW = 8
 
 
+class MountAttr(enum.IntFlag):
+    """Attributes for mount_setattr(2), from <linux/mount.h>."""
+
+    MOUNT_ATTR_RDONLY = 0x1
+    MOUNT_ATTR_NOSUID = 0x2
+    MOUNT_ATTR_NODEV = 0x4
+    MOUNT_ATTR_NOEXEC = 0x8
+
+
+class OpenFlag(enum.IntFlag):
+    """The open(2) flags runbox uses."""
+
+    O_RDONLY = 0
+    O_DIRECTORY = os.O_DIRECTORY
+    O_NOFOLLOW = os.O_NOFOLLOW
+    O_CLOEXEC = os.O_CLOEXEC
+    O_PATH = os.O_PATH
+
+
 class PrctlOption(enum.IntEnum):
     """The prctl(2) options runbox uses."""
 
@@ -106,9 +130,17 @@ globals().update(CloneFlag.__members__)
 globals().update(MountFlag.__members__)
 globals().update(UmountFlag.__members__)
 globals().update(PrctlOption.__members__)
+globals().update(MountAttr.__members__)
+globals().update(OpenFlag.__members__)
+
+# The *at calls' dirfd for "the working directory", and mount_setattr's
+# flag for a whole tree of mounts.
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
 
 # File type bits for mknod(2), as in <sys/stat.h>.
 S_IFCHR = 0o020000
+S_IFREG = 0o100000
 
 # Likely causes of well-known failures, shown in narration and error lines.
 HINTS: dict[tuple[str, int], str] = {
@@ -160,6 +192,24 @@ HINTS: dict[tuple[str, int], str] = {
     ("fork", errno.ENOMEM):
         "in a PID namespace whose PID 1 has exited, no process can be "
         "created",
+    ("clone", errno.EPERM):
+        "a user namespace needs the caller's uid and gid mapped where it "
+        "runs, and a host that allows it (kernel.unprivileged_userns_clone, "
+        "AppArmor); other namespaces need CAP_SYS_ADMIN",
+    ("clone", errno.ENOSPC):
+        "the limit in /proc/sys/user/max_*_namespaces is reached",
+    ("clone", errno.EINVAL):
+        "a flag this kernel does not know, or one it refuses here",
+    ("setuid", errno.EINVAL):
+        "that uid is not mapped in this user namespace",
+    ("setgid", errno.EINVAL):
+        "that gid is not mapped in this user namespace",
+    ("chown", errno.EINVAL):
+        "that uid or gid is not mapped in this user namespace",
+    ("setgroups", errno.EPERM):
+        "needs CAP_SETGID, and /proc/self/setgroups not \"deny\"",
+    ("mount_setattr", errno.ENOSYS):
+        "this kernel is older than 5.12",
 }
 
 
@@ -258,6 +308,53 @@ def fork(*, why: str | None = None) -> int:
         trace.call(text, "0", why="this side is the child")
     else:
         trace.call(text, str(pid), why=why)
+    return pid
+
+
+# The Python interpreter's own fork hooks, called with the GIL held, and
+# the raw syscall through a handle that keeps the GIL, as os.fork does.
+_pythonapi = ctypes.pythonapi
+for _hook in ("PyOS_BeforeFork", "PyOS_AfterFork_Parent",
+              "PyOS_AfterFork_Child"):
+    getattr(_pythonapi, _hook).restype = None
+_libc_holding_gil = ctypes.PyDLL(None, use_errno=True)
+
+
+def clone(flags: int, *, why: str | None = None) -> int:
+    """clone(2) as fork with new namespaces: the child goes on from here.
+
+    With no stack given, the child runs on a copy of this one, exactly as
+    after fork(2), and the namespaces exist from its first instruction:
+    a user namespace and those it must own are made in one call.  Python's
+    before- and after-fork hooks run around it, as os.fork runs them.
+    What glibc's fork does beyond the syscall is skipped: the child's
+    glibc still holds the parent's thread id, which nothing runbox does
+    before its execve reads.
+    """
+    import signal
+
+    flags = CloneFlag(flags)
+    text = f"clone({flag_names(flags)}|SIGCHLD)"
+    if _SYS_CLONE is None:
+        raise _error("clone", errno.ENOSYS)
+    _pythonapi.PyOS_BeforeFork()
+    pid = _libc_holding_gil.syscall(
+        ctypes.c_long(_SYS_CLONE), ctypes.c_ulong(int(flags) | signal.SIGCHLD),
+        None, None, None, ctypes.c_ulong(0))
+    err = ctypes.get_errno()
+    if pid == 0:
+        _pythonapi.PyOS_AfterFork_Child()
+        trace.set_role("child")
+        trace.call(text, "0", why="this side is the child")
+        return 0
+    _pythonapi.PyOS_AfterFork_Parent()
+    if pid == -1:
+        exc = _error("clone", err or errno.EIO)
+        code = errno.errorcode.get(exc.errno, "?")
+        trace.call(text, f"-1 {code} ({os.strerror(exc.errno)})", why=why,
+                   ok=False, likely=exc.hint)  # type: ignore[attr-defined]
+        raise exc
+    trace.call(text, str(pid), why=why)
     return pid
 
 
@@ -436,6 +533,43 @@ def umount2(target: str, flags: int = 0, *, why: str | None = None) -> None:
             why=why, path=target, show=lambda _: "0")
 
 
+class mount_attr(ctypes.Structure):
+    """struct mount_attr from <linux/mount.h>, as mount_setattr takes it."""
+
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dirfd: int, pathname: str, flags: int, attr_set: int, *,
+                  why: str | None = None) -> None:
+    """mount_setattr(2), setting attr_set and clearing nothing.
+
+    Unlike a remount with mount(2), it leaves every other flag of the
+    mount as it is, and with AT_RECURSIVE reaches each mount below too.
+    """
+    attrs = MountAttr(attr_set)
+    attr = mount_attr(int(attrs), 0, 0, 0)
+    at = "AT_FDCWD" if dirfd == AT_FDCWD else str(dirfd)
+    shown_flags = "AT_RECURSIVE" if flags == AT_RECURSIVE else str(flags)
+
+    def call() -> int:
+        if _SYS_MOUNT_SETATTR is None:
+            raise OSError(errno.ENOSYS, "no mount_setattr number for "
+                          + platform.machine())
+        ret = _libc.syscall(
+            ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(dirfd),
+            _b(pathname), ctypes.c_uint(flags), ctypes.byref(attr),
+            ctypes.c_size_t(ctypes.sizeof(attr)))
+        return _check("mount_setattr", ret, pathname)
+
+    _traced("mount_setattr",
+            [_Raw(at), pathname, _Raw(shown_flags),
+             _Raw(f"{{attr_set={flag_names(attrs)}}}"),
+             ctypes.sizeof(attr)],
+            call, why=why, path=pathname, show=lambda _: "0")
+
+
 def pivot_root(new_root: str, put_old: str, *, why: str | None = None) -> None:
     """pivot_root(2): make new_root the root, moving the old one to put_old."""
     def call() -> int:
@@ -516,6 +650,22 @@ def write_file(path: str, text: str, *, why: str | None = None) -> None:
 
     _traced("write", [path, text], call, why=why, path=path)
 
+
+def open(pathname: str, flags: int, *, why: str | None = None) -> int:
+    """open(2) through os.open, returning the fd."""
+    flags = OpenFlag(flags)
+    return _traced("open", [pathname, flags],
+                   lambda: os.open(pathname, flags), why=why, path=pathname)
+
+
+def chown(pathname: str, owner: int, group: int, *,
+          why: str | None = None) -> None:
+    """chown(2) through os.chown."""
+    _traced("chown", [pathname, owner, group],
+            lambda: os.chown(pathname, owner, group), why=why,
+            path=pathname, show=lambda _: "0")
+
+
 def chdir(path: str, *, why: str | None = None) -> None:
     """chdir(2) through os.chdir."""
     _traced("chdir", [path], lambda: os.chdir(path), why=why, path=path,
@@ -538,7 +688,8 @@ def rmdir(pathname: str, *, why: str | None = None) -> None:
 def mknod(pathname: str, mode: int, dev: int, *,
           why: str | None = None) -> None:
     """mknod(2) through os.mknod; dev is os.makedev(major, minor)."""
-    shown = f"S_IFCHR|{oct(mode & 0o7777)}" if mode & S_IFCHR else oct(mode)
+    kind = {S_IFCHR: "S_IFCHR", S_IFREG: "S_IFREG"}.get(mode & 0o170000)
+    shown = f"{kind}|{oct(mode & 0o7777)}" if kind else oct(mode)
     dev_shown = f"makedev({os.major(dev)}, {os.minor(dev)})"
     _traced("mknod", [pathname, _Raw(shown), _Raw(dev_shown)],
             lambda: os.mknod(pathname, mode, dev), why=why, path=pathname,

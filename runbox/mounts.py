@@ -3,6 +3,9 @@
 Everything here runs in the child, inside its own mount namespace, so none
 of it can reach the host's mount table, provided make_private("/") ran
 first.  Paths are the container's: these run after the root has moved.
+A bind mount's source is the host's, found under the host's old root while
+it is still attached; a symlink on the way there would resolve inside the
+container, so only plain host paths such as /sys and /dev/null are bound.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import os
 from runbox import libc
 from runbox.errors import RunboxError
 from runbox.libc import (
-    MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
-    MS_STRICTATIME, S_IFCHR,
+    AT_FDCWD, AT_RECURSIVE, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID,
+    MS_PRIVATE, MS_RDONLY, MS_REC, MS_STRICTATIME, S_IFCHR, S_IFREG,
+    MountAttr,
 )
 from runbox.spec import Mount
 
@@ -24,6 +28,17 @@ OPTION_FLAGS = {
     "nodev": MS_NODEV,
     "noexec": MS_NOEXEC,
     "strictatime": MS_STRICTATIME,
+    "bind": MS_BIND,
+    "rbind": MS_BIND | MS_REC,
+}
+
+# What a new bind takes from its source whatever mount(2) is told, and so
+# is set afterwards with mount_setattr(2).
+BIND_ATTRS = {
+    MS_RDONLY: MountAttr.MOUNT_ATTR_RDONLY,
+    MS_NOSUID: MountAttr.MOUNT_ATTR_NOSUID,
+    MS_NODEV: MountAttr.MOUNT_ATTR_NODEV,
+    MS_NOEXEC: MountAttr.MOUNT_ATTR_NOEXEC,
 }
 
 # The character devices a program expects, as docker creates them.
@@ -70,8 +85,11 @@ def parse_options(options: list[str]) -> tuple[int, str | None]:
     return flags, ",".join(data) or None
 
 
-def mount_all(mounts: list[Mount]) -> None:
-    """Mount each entry, in order, creating its mount point if missing."""
+def mount_all(mounts: list[Mount], *, host_root: str | None = None) -> None:
+    """Mount each entry, in order, creating its mount point if missing.
+
+    A bind mount's source is taken under host_root, the host's old root.
+    """
     for entry in mounts:
         if not os.path.isabs(entry.destination):
             raise RunboxError(
@@ -82,8 +100,34 @@ def mount_all(mounts: list[Mount]) -> None:
         if not os.path.lexists(entry.destination):
             os.makedirs(entry.destination)
         flags, data = parse_options(entry.options)
+        if flags & MS_BIND:
+            bind(entry.source, entry.destination, flags, host_root)
+            continue
         libc.mount(entry.source, entry.destination, entry.type, flags, data,
                    why=MOUNT_WHY.get(entry.destination))
+
+
+def bind(source: str, target: str, flags: int, host_root: str | None) -> None:
+    """Bind the host's source onto target, then set its flags.
+
+    mount(2) ignores MS_RDONLY and the like when it makes a bind: the new
+    mount has its source's flags.  mount_setattr(2) then sets them, on
+    every mount of the tree for an rbind, and leaves alone the flags a
+    user namespace may not clear (the host's nosuid, say).
+    """
+    if host_root is None:
+        raise RunboxError(f"bind mount of {source}: the host's root is no "
+                          "longer attached to take it from")
+    libc.mount(host_root + source, target, None, flags & (MS_BIND | MS_REC),
+               None, why=BIND_WHY.get(target, MOUNT_WHY.get(target)))
+    attrs = 0
+    for flag, attr in BIND_ATTRS.items():
+        if flags & flag:
+            attrs |= attr
+    if attrs:
+        libc.mount_setattr(AT_FDCWD, target,
+                           AT_RECURSIVE if flags & MS_REC else 0, attrs,
+                           why="the bind's own flags, on every mount of it")
 
 
 MOUNT_WHY = {
@@ -95,12 +139,26 @@ MOUNT_WHY = {
     "/dev/shm": "POSIX shared memory, private to the container",
     "/dev/mqueue": "POSIX message queues of the container's IPC namespace",
 }
+BIND_WHY = {
+    "/sys": "the host's /sys itself: a new sysfs needs a network namespace "
+            "the container's user namespace owns",
+}
 
 
-def populate_dev(dev: str = "/dev") -> None:
-    """Create the device nodes and links of a minimal /dev."""
+def populate_dev(dev: str = "/dev", *, host_dev: str | None = None) -> None:
+    """Create the device nodes and links of a minimal /dev.
+
+    With host_dev, the host's own device nodes are bound instead, as docker
+    does in a user namespace: there, mknod(2) of a device is refused.
+    """
     for name, major, minor in DEVICES:
         path = f"{dev}/{name}"
+        if host_dev:
+            libc.mknod(path, S_IFREG | 0o666, 0,
+                       why="an empty file to bind the device onto")
+            libc.mount(f"{host_dev}/{name}", path, None, MS_BIND, None,
+                       why=f"the host's {name} device, the same node")
+            continue
         libc.mknod(path, S_IFCHR | 0o666, os.makedev(major, minor),
                    why=f"the {name} device")
         # mknod applies the umask, which takes the write bits away.

@@ -26,11 +26,13 @@ def chroot_into(new_root: str) -> None:
     libc.chdir("/", why="leave no working directory outside the new root")
 
 
-def pivot_into(new_root: str) -> None:
+def pivot_into(new_root: str, *, keep_old: bool = False) -> None:
     """The real way: make new_root the root of the mount namespace.
 
     pivot_root(2) wants new_root to be a mount point (the overlay is) and
-    no mount involved to be shared (make_private ran first).
+    no mount involved to be shared (make_private ran first).  With
+    keep_old, the host's root stays at /.oldroot until detach_old_root():
+    a user namespace mounts /proc only while a full one is in sight.
     """
     libc.chdir(new_root, why="pivot_root resolves put_old from here")
     libc.mkdir(PUT_OLD, 0o700, why="somewhere to put the old root")
@@ -39,7 +41,12 @@ def pivot_into(new_root: str) -> None:
                     why="the overlay becomes /, the host's root moves to "
                         f"/{PUT_OLD}")
     libc.chdir("/", why="the working directory was left on the old root")
+    if not keep_old:
+        detach_old_root()
 
+
+def detach_old_root() -> None:
+    """Unmount the host's root from the container, and its mount point."""
     # Lazily: the old root still has busy mounts (the host's /proc, /sys)
     # and a plain umount would fail with EBUSY.
     libc.umount2(f"/{PUT_OLD}", MNT_DETACH,

@@ -56,6 +56,7 @@ def describe_error(exc: BaseException) -> tuple[str, int]:
 def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
           place: Callable[[int], None] | None = None,
           die_with_parent: bool = False,
+          clone_flags: int = 0,
           why: str | None = None) -> int:
     """Fork; the child runs child_main, which must end in execve.
 
@@ -67,13 +68,24 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
     parent (to put it in its cgroup, say), so that nothing of the
     container runs before that.  If place fails, the child never starts.
     With die_with_parent, the kernel kills the child if runbox dies, even
-    by SIGKILL.
+    by SIGKILL.  With clone_flags, the child is made by clone(2) in those
+    new namespaces rather than by fork(2): a PID namespace made with a user
+    namespace belongs to it, which a mount of /proc inside requires.
     """
     sync = place is not None or die_with_parent
     # Close-on-exec: a successful execve closes the child's end for us.
     r, w = os.pipe2(os.O_CLOEXEC)
     go_r, go_w = os.pipe2(os.O_CLOEXEC) if sync else (-1, -1)
-    pid = libc.fork(why=why)
+    try:
+        if clone_flags:
+            pid = libc.clone(clone_flags, why=why)
+        else:
+            pid = libc.fork(why=why)
+    except OSError:
+        for fd in (r, w, go_r, go_w):
+            if fd >= 0:
+                os.close(fd)
+        raise
     if pid == 0:
         os.close(r)
         if sync:

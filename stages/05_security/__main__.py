@@ -11,10 +11,15 @@ the way production runtimes do, as the last steps before exec:
     capabilities cut to docker's default 14, and --user
     no_new_privs, then a seccomp filter
 
+With --userns, root in the container is also no root on the host: a user
+namespace maps it to an unprivileged uid (runbox/userns.py), and runbox
+itself may then run as a user other than root.
+
     python stages/05_security [--rootfs NAME|DIR] [--hostname NAME]
         [-e KEY=VALUE] [-w DIR] [-u USER[:GROUP]] [--memory SIZE]
         [--memory-swap SIZE] [--cpus N] [--pids-limit N] [--cap-add CAP]
-        [--cap-drop CAP] [--security-opt OPT] [-t] [--quiet] CMD [ARG...]
+        [--cap-drop CAP] [--security-opt OPT] [--userns] [-t] [--quiet]
+        CMD [ARG...]
 """
 
 import os
@@ -26,7 +31,7 @@ import typer
 
 from runbox import (
     capabilities, cgroups, cli, container, images, libc, limits, lsm,
-    mounts, newroot, overlay, process, security, seccomp, spec, tty,
+    mounts, newroot, overlay, process, security, seccomp, spec, tty, userns,
 )
 from runbox.errors import RunboxError
 
@@ -39,31 +44,52 @@ AS_RUNBOX = False
 
 
 def run(config: spec.Spec, bundle: container.Bundle,
-        signals: process.SignalForwarder, opts: dict) -> int:
+        signals: process.SignalForwarder, opts: dict,
+        ids: userns.Mapping | None = None) -> int:
     """Stage 04's container, locked down before it execs."""
     resolv_conf = newroot.host_resolv_conf()
     program = (seccomp.compile(config.linux.seccomp)
                if config.linux.seccomp else None)
     channel = tty.socketpair() if config.process.terminal else None
+    old_root = f"/{newroot.PUT_OLD}"
 
-    cgroup = cgroups.Cgroup(cgroups.detect(), bundle.id)
-    container.mark_cgroup(bundle)
-    cgroup.create(config.linux.resources)
+    cgroup = None
+    if ids and ids.rootless:
+        userns.no_cgroup()
+    else:
+        cgroup = cgroups.Cgroup(cgroups.detect(), bundle.id)
+        container.mark_cgroup(bundle)
+        cgroup.create(config.linux.resources)
     try:
         def child() -> NoReturn:
             # Through the host's /proc, while it is still writable: the
             # request holds until this process's execve.
             lsm.apply(opts.get("apparmor"), opts.get("label"))
 
-            libc.unshare(config.clone_flags("mount", "uts", "ipc"),
-                         why="a mount table, hostname and IPC of its own")
+            # With a user namespace, clone made every namespace already;
+            # the child becomes its root first.
+            if ids:
+                lower = userns.become_root(config.root.path, bundle, ids)
+            else:
+                libc.unshare(config.clone_flags("mount", "uts", "ipc"),
+                             why="a mount table, hostname and IPC of its "
+                                 "own")
             mounts.make_private("/")
             libc.sethostname(config.hostname,
                              why="renames only the new UTS namespace")
-            overlay.mount_overlay(Path(config.root.path), bundle)
-            newroot.pivot_into(str(bundle.merged))
-            mounts.mount_all(config.mounts)
-            mounts.populate_dev()
+            if ids:
+                userns.mount_overlay(lower)
+                newroot.pivot_into("merged", keep_old=True)
+            else:
+                overlay.mount_overlay(Path(config.root.path), bundle)
+                newroot.pivot_into(str(bundle.merged), keep_old=True)
+
+            # The host's root goes last: a user namespace may mount a
+            # new /proc only while a full one is in sight, and binds /sys
+            # and the device nodes from the host's.
+            mounts.mount_all(config.mounts, host_root=old_root)
+            mounts.populate_dev(host_dev=f"{old_root}/dev" if ids else None)
+            newroot.detach_old_root()
             newroot.write_etc(config.hostname, resolv_conf)
 
             # What /proc and /sys would tell or let change about the host.
@@ -115,16 +141,26 @@ def run(config: spec.Spec, bundle: container.Bundle,
                 config.process.args, config.process.env,
                 why="the container's PID 1 becomes the command")
 
-        libc.unshare(config.clone_flags("pid"),
-                     why="the next child forked is PID 1 of a new PID "
-                         "namespace")
+        # A PID namespace belongs to the user namespace of its maker: with
+        # --userns, clone makes it together with the user namespace.
+        flags = 0
+        if ids:
+            flags = config.clone_flags("user", "pid", "mount", "uts", "ipc")
+        else:
+            libc.unshare(config.clone_flags("pid"),
+                         why="the next child forked is PID 1 of a new PID "
+                             "namespace")
 
         def place(pid: int) -> None:
             container.record_pid(bundle, pid)
-            cgroup.add(pid)
+            if cgroup:
+                cgroup.add(pid)
+            if ids:
+                userns.write_maps(pid, ids)
 
         pid = process.spawn(
             child, signals, place=place, die_with_parent=True,
+            clone_flags=flags,
             why="the container's first process, PID 1 inside")
         if channel:
             channel[1].close()
@@ -134,14 +170,15 @@ def run(config: spec.Spec, bundle: container.Bundle,
         code = process.wait(pid, signals)
 
         memory = config.linux.resources and config.linux.resources.memory
-        if memory and cgroup.oom_kills():
+        if memory and cgroup and cgroup.oom_kills():
             limit = limits.format_size(memory.limit)
             what = "killed" if code == 137 else "a process was killed"
             print(f"runbox: {what}: out of memory, limit {limit}",
                   file=sys.stderr, flush=True)
         return code
     finally:
-        cgroup.remove()
+        if cgroup:
+            cgroup.remove()
 
 
 def parse_security_opts(values: list[str] | None,
@@ -210,11 +247,18 @@ def main(
         help="Pass stdin on (runbox run: without it, stdin is /dev/null)."),
     trace: bool = typer.Option(False, "--trace",
                                help="Narrate the syscalls (runbox run)."),
+    user_namespace: bool = typer.Option(
+        False, "--userns",
+        help="Map root in the container to an unprivileged host uid (a "
+             "user namespace); runbox may then run as non-root."),
     quiet: bool = cli.QUIET,
 ) -> int:
     narrate = trace if AS_RUNBOX else not quiet
     args = cli.start(command, quiet=not narrate)
-    cli.require_root("runbox run" if AS_RUNBOX else "stage 05")
+    if user_namespace:
+        userns.check_host(rootless=os.geteuid() != 0)
+    else:
+        cli.require_root("runbox run" if AS_RUNBOX else "stage 05")
     if AS_RUNBOX and not interactive:
         cli.stdin_from_devnull()
     root = images.resolve_rootfs(rootfs)
@@ -225,12 +269,26 @@ def main(
     profile, nnp, lsm_opts = parse_security_opts(security_opt, caps)
     if user is not None:
         security.parse_user(user)
+    ids = userns.mapping() if user_namespace else None
+    if ids:
+        userns.check(ids, resources, user)
 
+    if ids and ids.rootless:
+        userns.open_dead_bundles()
     container.gc()
 
     with process.SignalForwarder() as signals:
         bundle = container.create()
         try:
+            namespaces = ["pid", "mount", "uts", "ipc"]
+            filesystems = spec.default_mounts()
+            masked = security.MASKED_PATHS
+            if ids:
+                root = userns.rootfs_for(rootfs, root, bundle, ids)
+                userns.prepare_bundle(bundle, ids)
+                namespaces.append("user")
+                filesystems = userns.container_mounts(filesystems, ids)
+                masked = masked + userns.MASKED_PATHS
             name = cli.check_hostname(
                 bundle.id if hostname is None else hostname)
             term = os.environ.get("TERM") if terminal else None
@@ -242,16 +300,18 @@ def main(
                     capabilities=caps, no_new_privileges=nnp),
                 spec.Root(str(root)),
                 hostname=name,
-                mounts=spec.default_mounts(),
+                mounts=filesystems,
                 linux=spec.Linux(
-                    spec.namespaces("pid", "mount", "uts", "ipc"),
+                    spec.namespaces(*namespaces),
                     resources=resources, seccomp=profile,
-                    masked_paths=security.MASKED_PATHS,
+                    masked_paths=masked,
                     readonly_paths=security.READONLY_PATHS),
             )
             spec.validate(config)
-            return run(config, bundle, signals, lsm_opts)
+            return run(config, bundle, signals, lsm_opts, ids)
         finally:
+            if ids and ids.rootless:
+                userns.make_removable(bundle.dir)
             container.remove(bundle)
 
 
