@@ -86,9 +86,11 @@ def _emit(head: str, style: str, notes: list[tuple[str, str]]) -> None:
     # One print is one write, so lines from parent and child never tear.
     # Narration must never stop the container: if stderr is gone (a
     # closed pipe, a full disk), the story ends and the run goes on.
+    # (rich turns a broken pipe into SystemExit: caught too, or it would
+    # cut runbox's cleanup short.)
     try:
         _console.print(text)
-    except OSError:
+    except (OSError, SystemExit):
         disable()
 
 

@@ -255,3 +255,16 @@ def test_next_run_collects_stale_state(state_root, image_root, stage):
         assert runbox_cgroups() != before
         assert stage(4, "true").returncode == 0
         assert runbox_cgroups() == before
+
+
+def test_narration_into_a_closed_pipe_leaves_nothing(state_root, image_root):
+    # `... 2>&1 | head -1`: the reader goes away after one line.  The
+    # narration stops; the container still runs and is cleaned up.
+    proc = subprocess.Popen(
+        [sys.executable, str(STAGES[4]), "--rootfs", str(image_root),
+         "--memory", "32m", "sh", "-c", "sleep 0.2; exit 4"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+    proc.stderr.readline()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 4
