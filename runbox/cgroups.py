@@ -289,6 +289,18 @@ class Cgroup:
                 return int(value)
         return 0
 
+    def oom_report(self, resources: Resources | None, code: int,
+                   ) -> str | None:
+        """What to tell the user if the kernel killed for memory here:
+        read before the cgroup goes, since the count goes with it."""
+        memory = resources.memory if resources else None
+        if not memory or not self.oom_kills():
+            return None
+        from runbox.limits import format_size
+
+        what = "killed" if code == 137 else "a process was killed"
+        return f"{what}: out of memory, limit {format_size(memory.limit)}"
+
     def pids(self) -> set[int]:
         found: set[int] = set()
         for d in self.dirs:

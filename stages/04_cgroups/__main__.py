@@ -73,12 +73,9 @@ def run(config: spec.Spec, bundle: container.Bundle,
         code = process.wait(pid, signals)
 
         # Read before the cgroup goes: the count goes with it.
-        memory = config.linux.resources and config.linux.resources.memory
-        if memory and cgroup.oom_kills():
-            limit = limits.format_size(memory.limit)
-            what = "killed" if code == 137 else "a process was killed"
-            print(f"runbox: {what}: out of memory, limit {limit}",
-                  file=sys.stderr, flush=True)
+        note = cgroup.oom_report(config.linux.resources, code)
+        if note:
+            print(f"runbox: {note}", file=sys.stderr, flush=True)
         return code
     finally:
         # PID 1 is gone; anything left in the cgroup goes with it.

@@ -27,8 +27,6 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-import typer
-
 from runbox import (
     capabilities, cgroups, cli, container, images, libc, limits, lsm,
     mounts, newroot, overlay, process, security, seccomp, spec, tty, userns,
@@ -169,12 +167,9 @@ def run(config: spec.Spec, bundle: container.Bundle,
                 tty.relay(master)
         code = process.wait(pid, signals)
 
-        memory = config.linux.resources and config.linux.resources.memory
-        if memory and cgroup and cgroup.oom_kills():
-            limit = limits.format_size(memory.limit)
-            what = "killed" if code == 137 else "a process was killed"
-            print(f"runbox: {what}: out of memory, limit {limit}",
-                  file=sys.stderr, flush=True)
+        note = cgroup and cgroup.oom_report(config.linux.resources, code)
+        if note:
+            print(f"runbox: {note}", file=sys.stderr, flush=True)
         return code
     finally:
         if cgroup:
@@ -210,44 +205,44 @@ def parse_security_opts(values: list[str] | None,
 @app.command()
 def main(
     command: list[str] = cli.COMMAND,
-    rootfs: str = typer.Option(None, "--rootfs",
+    rootfs: str = cli.Option(None, "--rootfs",
                                help="An image name or a directory "
                                     "(default: busybox)."),
-    hostname: str = typer.Option(None, "--hostname",
+    hostname: str = cli.Option(None, "--hostname",
                                  help="The container's hostname "
                                       "(default: its id)."),
-    env: list[str] = typer.Option(None, "--env", "-e",
+    env: list[str] = cli.Option(None, "--env", "-e",
                                   help="Set a variable, KEY=VALUE."),
-    workdir: str = typer.Option("/", "--workdir", "-w",
+    workdir: str = cli.Option("/", "--workdir", "-w",
                                 help="The command's working directory."),
-    user: str = typer.Option(None, "--user", "-u",
+    user: str = cli.Option(None, "--user", "-u",
                              help="Run as NAME|UID[:GROUP|GID]."),
-    memory: str = typer.Option(None, "--memory", "-m",
+    memory: str = cli.Option(None, "--memory", "-m",
                                help="Memory limit, e.g. 64m or 1g."),
-    memory_swap: str = typer.Option(
+    memory_swap: str = cli.Option(
         None, "--memory-swap",
         help="Memory and swap together; -1 for unlimited swap "
              "(default: the memory limit, no swap)."),
-    cpus: str = typer.Option(None, "--cpus",
+    cpus: str = cli.Option(None, "--cpus",
                              help="CPUs' worth of time, e.g. 0.5."),
-    pids_limit: str = typer.Option(None, "--pids-limit",
+    pids_limit: str = cli.Option(None, "--pids-limit",
                                    help="At most this many processes."),
-    cap_add: list[str] = typer.Option(None, "--cap-add",
+    cap_add: list[str] = cli.Option(None, "--cap-add",
                                       help="Add a capability (or ALL)."),
-    cap_drop: list[str] = typer.Option(None, "--cap-drop",
+    cap_drop: list[str] = cli.Option(None, "--cap-drop",
                                        help="Drop a capability (or ALL)."),
-    security_opt: list[str] = typer.Option(
+    security_opt: list[str] = cli.Option(
         None, "--security-opt",
         help="seccomp=PROFILE.json|unconfined, no-new-privileges=false, "
              "apparmor=PROFILE, label=CONTEXT."),
-    terminal: bool = typer.Option(False, "--tty", "-t",
+    terminal: bool = cli.Option(False, "--tty", "-t",
                                   help="Give the container a terminal."),
-    interactive: bool = typer.Option(
+    interactive: bool = cli.Option(
         False, "--interactive", "-i",
         help="Pass stdin on (runbox run: without it, stdin is /dev/null)."),
-    trace: bool = typer.Option(False, "--trace",
+    trace: bool = cli.Option(False, "--trace",
                                help="Narrate the syscalls (runbox run)."),
-    user_namespace: bool = typer.Option(
+    user_namespace: bool = cli.Option(
         False, "--userns",
         help="Map root in the container to an unprivileged host uid (a "
              "user namespace); runbox may then run as non-root."),
@@ -259,7 +254,9 @@ def main(
         userns.check_host(rootless=os.geteuid() != 0)
     else:
         cli.require_root("runbox run" if AS_RUNBOX else "stage 05")
-    if AS_RUNBOX and not interactive:
+    # -t means someone types: stdin comes along, as the issue's
+    # `runbox run -t sh` expects (docker would want -it).
+    if AS_RUNBOX and not (interactive or terminal):
         cli.stdin_from_devnull()
     root = images.resolve_rootfs(rootfs)
     extra = cli.parse_env(env)
