@@ -11,7 +11,6 @@ gc() finds directories whose owner is gone and removes them.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import time
@@ -69,7 +68,7 @@ def create() -> Bundle:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise RunboxError(f"cannot create {root}: {exc.strerror}") from None
-    cid = secrets.token_hex(6)
+    cid = os.urandom(6).hex()
     # Made under a hidden name and renamed once complete: a gc running in
     # another runbox meanwhile must never see a directory without its
     # owner file, or it would take it for a dead one.

@@ -29,19 +29,13 @@ What this module cannot do:
   and a build or import of the same name there deletes its work.
 """
 
-import argparse
 import contextlib
-import copy
 import errno
 import os
 import re
 import shutil
-import signal
 import stat
-import subprocess
 import sys
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,12 +57,6 @@ _WORK = re.compile(
 # Copies for user namespaces: rootfs-UID-COUNT, and -GID-COUNT after it
 # when the gids come from another range than the uids.
 _SHIFTED = re.compile(r"rootfs-\d+-\d+(?:-\d+-\d+)?")
-
-# The first bytes of each compressed format tarfile can read; anything
-# else is taken for a plain tar.  zstd needs Python 3.14.
-_COMPRESSIONS = [(b"\x1f\x8b", "gz", "gzip"), (b"BZh", "bz2", "bzip2"),
-                 (b"\xfd7zXZ\x00", "xz", "xz"),
-                 (b"\x28\xb5\x2f\xfd", "zst", "zstd")]
 
 # Mount points and the usual skeleton; tmp and var/tmp are world-writable
 # and sticky, root's home is private, as on any Debian system.
@@ -192,6 +180,8 @@ def remove_image(name: str) -> None:
         raise RunboxError(
             f"image {name!r} not found in {paths.images_dir()}")
     # Move it aside first, so a half-deleted rootfs is never found by name.
+    import tempfile
+
     trash = Path(tempfile.mkdtemp(dir=paths.images_dir(), prefix=".rm-"))
     try:
         os.rename(image, trash / name)
@@ -235,6 +225,8 @@ def _workspace(name: str, kind: str) -> Iterator[tuple[Path, Path]]:
 
 
 def _work_dir(parent: Path, kind: str) -> Path:
+    import tempfile
+
     return Path(tempfile.mkdtemp(dir=parent,
                                  prefix=f".{kind}-{os.getpid()}-"))
 
@@ -348,6 +340,8 @@ def build_busybox(name: str = DEFAULT_IMAGE, *, force: bool = False
 
 def _run(argv: list[str], cwd: Path | None = None) -> str:
     """Run a tool; its stdout, or RunboxError with its last error line."""
+    import subprocess
+
     proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [
@@ -509,12 +503,14 @@ def import_tarball(tarball: Path, name: str, *, force: bool = False
     if os.geteuid() != 0:
         raise RunboxError("importing a tarball needs root: it extracts"
                           " inside chroot(2) and keeps the archive's owners")
+    from runbox import tarimport
+
     tarball = Path(tarball).absolute()
-    archive = _open_tarball(tarball)
+    archive = tarimport.open_tarball(tarball)
 
     with archive, _workspace(name, "import") as (image, work):
         os.chmod(work, 0o755)
-        _extract_in_chroot(archive, work, tarball)
+        tarimport.extract_in_chroot(archive, work, tarball)
         if not _looks_like_rootfs(work):
             raise RunboxError(f"{tarball} holds no bin or usr directory,"
                               " so it is not a root filesystem")
@@ -523,211 +519,16 @@ def import_tarball(tarball: Path, name: str, *, force: bool = False
     return dest
 
 
-def _open_tarball(tarball: Path) -> tarfile.TarFile:
-    # tarfile.open() left to guess tries every compression in turn and,
-    # when all fail, lists each failure on a line of its own.  Opened
-    # with the compression the file's first bytes announce, it fails
-    # with the one reason that applies.
-    try:
-        with open(tarball, "rb") as file:
-            head = file.read(8)
-    except FileNotFoundError:
-        raise RunboxError(f"tarball {tarball} does not exist") from None
-    except OSError as exc:
-        raise RunboxError(f"importing {tarball}: {exc.strerror}") from None
-
-    method, label = next(((m, lb) for magic, m, lb in _COMPRESSIONS
-                          if head.startswith(magic)), ("", "tar"))
-    try:
-        return tarfile.open(tarball, f"r:{method}")
-    except tarfile.CompressionError as exc:
-        raise RunboxError(f"importing {tarball}: cannot decompress"
-                          f" {label} ({exc})") from None
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise RunboxError(f"importing {tarball}: not a tar archive ({exc})"
-                          ) from None
-
-
-class _Refused(Exception):
-    """A member that cannot be extracted as the archive means it."""
-
-
-def _inside(path: str, member: tarfile.TarInfo) -> str:
-    """path made relative to the image root; refused if it climbs out."""
-    # A leading "/" is dropped, as GNU tar and docker do.  A ".." that
-    # climbs above the root is refused rather than clipped: no honest
-    # export holds one, and skipping it would leave a silently partial
-    # image.
-    rel = os.path.normpath(path.lstrip("/"))
-    if rel == ".." or rel.startswith("../"):
-        raise _Refused(f"member {member.name!r} points outside the image;"
-                       " refusing the archive")
-    return rel
-
-
-def _checked(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    """The archive's members, each checked against the tree so far.
-
-    Runs in the extracting child, under chroot(2).  extractall() takes
-    one member from here and extracts it before it asks for the next,
-    so each check sees what the members before it made.  The checks are
-    runbox's own: tarfile's extraction filters exist only from Python
-    3.11.4 on, and their "data" filter would strip setuid bits.
-    """
-    for member in archive:
-        # Device nodes are skipped: the runtime builds /dev itself, and a
-        # node from an archive could give the container a host device.
-        if member.ischr() or member.isblk():
-            continue
-        name = _inside(member.name, member)
-        _check_parents(member, name)
-        if member.islnk():
-            _hard_link(member, name)
-            continue
-        _clear_place(member, name)
-        # Symlinks stay unchanged: they resolve against the image root,
-        # here under chroot(2) as later in the container.
-        member = copy.copy(member)
-        member.name = name
-        yield member
-
-
-def _check_parents(member: tarfile.TarInfo, name: str) -> None:
-    # tarfile makes missing parent directories and writes through those
-    # that exist, links included.  A link resolves inside the image
-    # under chroot(2), so going through one is safe, but only a link to
-    # a directory can be gone through.
-    parts = name.split("/")[:-1]
-    for depth in range(1, len(parts) + 1):
-        parent = "/".join(parts[:depth])
-        path = "/" + parent
-        if os.path.isdir(path):
-            continue
-        if os.path.islink(path):
-            raise _Refused(
-                f"member {member.name!r} goes through the link {parent!r}"
-                f" (to {os.readlink(path)!r}), which leads to no"
-                " directory; refusing the archive")
-        if os.path.lexists(path):
-            raise _Refused(
-                f"member {member.name!r} goes through {parent!r}, which is"
-                " not a directory; refusing the archive")
-        return  # missing: tarfile makes it and everything below it
-
-
-def _clear_place(member: tarfile.TarInfo, name: str) -> None:
-    # A later member replaces an earlier one of the same name.  Left in
-    # place, a symlink would be written through (a file member over
-    # "hosts -> /etc/shadow" rewrites etc/shadow), and a file would be
-    # truncated under every hard link to it.
-    path = "/" + name
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISDIR(mode):
-        os.unlink(path)
-    elif not member.isdir():
-        raise _Refused(f"member {member.name!r} would replace the directory"
-                       f" {name!r}; refusing the archive")
-
-
-def _hard_link(member: tarfile.TarInfo, name: str) -> None:
-    # A hard link names a member extracted earlier.  It is made here, not
-    # by tarfile: tarfile links what a symlink points to rather than the
-    # symlink, and when the target is missing it copies an earlier member
-    # of that name instead, or fails with a bare KeyError.
-    target = _inside(member.linkname, member)
-    try:
-        mode = os.lstat("/" + target).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        raise _Refused(
-            f"hard link {member.name!r} points to {member.linkname!r},"
-            " which the archive has not created; refusing the archive"
-            ) from None
-    if stat.S_ISDIR(mode):
-        raise _Refused(
-            f"hard link {member.name!r} points to the directory"
-            f" {member.linkname!r}; refusing the archive")
-    if target == name:
-        return  # a file archived twice under one name is already here
-    _clear_place(member, name)
-
-    # The link is a second name for an inode the archive already made,
-    # owner, mode and times included, so nothing more is set on it.
-    # follow_symlinks=False links a symlink itself, as link(2) does.
-    os.link("/" + target, "/" + name, follow_symlinks=False)
-
-
-def _extract_in_chroot(archive: tarfile.TarFile, root: Path,
-                       tarball: Path) -> None:
-    # The archive is already open and every module tarfile needs already
-    # imported: after chroot(2) the host's files are out of reach.
-    #
-    # numeric_owner keeps uids as numbers and, as important, never looks
-    # names up, which under chroot would load the image's own NSS
-    # libraries into this root process.  A Python with extraction filters
-    # is told to trust the members, already checked by _checked():
-    # without it 3.12 and 3.13 warn, and 3.14 strips setuid bits.
-    options: dict[str, object] = {"numeric_owner": True}
-    if hasattr(tarfile, "fully_trusted_filter"):
-        options["filter"] = "fully_trusted"
-
-    read_fd, write_fd = os.pipe()
-    try:
-        pid = os.fork()
-    except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
-        raise
-
-    if pid == 0:
-        status = 1
-        try:
-            os.close(read_fd)
-            # Under chroot every name and every link, absolute or full of
-            # "..", resolves inside the new rootfs, so no member reaches
-            # the host however the archive is built.
-            os.chroot(root)
-            os.chdir("/")
-            # errorlevel 2 turns a failed chown or chmod into an error
-            # instead of a silently wrong owner or a lost setuid bit.
-            archive.errorlevel = 2
-            archive.extractall("/", _checked(archive), **options)
-            status = 0
-        except BaseException as exc:
-            message = str(exc) or type(exc).__name__
-            os.write(write_fd, message.encode(errors="replace")[:4000])
-        finally:
-            os._exit(status)
-
-    os.close(write_fd)
-    try:
-        with open(read_fd, "rb") as pipe:
-            message = pipe.read().decode(errors="replace")
-        _, wait_status = os.waitpid(pid, 0)
-    except BaseException:
-        # Interrupted (Ctrl-C): the child must be gone before the caller
-        # deletes the directory it is writing into.
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    code = os.waitstatus_to_exitcode(wait_status)
-    if code < 0:
-        message = f"extracting process killed by signal {-code}"
-    if code != 0:
-        raise RunboxError(f"importing {tarball}: {message}")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        # A bad option is runbox's own failure: exit 125, not argparse's 2.
-        self.print_usage(sys.stderr)
-        raise RunboxError(message)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The command line: build, import, list and remove images."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:
+            # A bad option is runbox's own failure: exit 125, not 2.
+            self.print_usage(sys.stderr)
+            raise RunboxError(message)
+
     parser = _Parser(prog="python -m runbox.images",
                      description="Build, import and list runbox images.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -27,7 +27,6 @@ import enum
 import errno
 import os
 import platform
-import socket
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
 
@@ -498,9 +497,12 @@ def setns(fd: int, nstype: int, *, why: str | None = None) -> None:
 
 
 def sethostname(name: str, *, why: str | None = None) -> None:
-    """sethostname(2) through socket.sethostname."""
-    _traced("sethostname", [name, len(name.encode())],
-            lambda: socket.sethostname(name), why=why, show=lambda _: "0")
+    """sethostname(2)."""
+    raw = name.encode()
+    _traced("sethostname", [name, len(raw)],
+            lambda: _check("sethostname", _libc.sethostname(
+                raw, ctypes.c_size_t(len(raw)))),
+            why=why, show=lambda _: "0")
 
 
 # --- Mounts --------------------------------------------------------------

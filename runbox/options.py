@@ -12,8 +12,6 @@ see: the fast path only ever accepts what typer would accept the same way.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +53,17 @@ def _is_list(annotation: object) -> bool:
     return typing.get_origin(annotation) is list
 
 
+def _params(func: Callable) -> dict[str, tuple[object, object]]:
+    """name: (default, annotation) of func's parameters, read from its
+    code object: inspect.signature would cost more than the rest."""
+    code = func.__code__
+    names = code.co_varnames[:code.co_argcount]
+    defaults = func.__defaults__ or ()
+    padded = (None,) * (len(names) - len(defaults)) + tuple(defaults)
+    notes = func.__annotations__
+    return {n: (d, notes.get(n)) for n, d in zip(names, padded)}
+
+
 def fast_parse(func: Callable, argv: list[str]) -> dict | None:
     """func's keyword arguments from argv, or None to let typer decide.
 
@@ -62,19 +71,19 @@ def fast_parse(func: Callable, argv: list[str]) -> dict | None:
     (or at "--"); the rest is the command.  Flags may be bundled (-it), a
     value may follow its option or be joined to it (--memory=64m, -m64m).
     """
-    params = inspect.signature(func).parameters
+    params = _params(func)
     kwargs: dict[str, Any] = {}
     flags: dict[str, tuple[str, Param, bool]] = {}
     argument = None
-    for name, p in params.items():
-        if not isinstance(p.default, Param):
+    for name, (param, annotation) in params.items():
+        if not isinstance(param, Param):
             return None
-        many = _is_list(p.annotation)
-        kwargs[name] = [] if many and p.default.decls else p.default.default
-        if not p.default.decls:
+        many = _is_list(annotation)
+        kwargs[name] = [] if many and param.decls else param.default
+        if not param.decls:
             argument = name
-        for decl in p.default.decls:
-            flags[decl] = (name, p.default, many)
+        for decl in param.decls:
+            flags[decl] = (name, param, many)
 
     def take(decl: str, value: str | None, rest: list[str]) -> bool:
         name, param, many = flags[decl]
@@ -126,9 +135,9 @@ def fast_parse(func: Callable, argv: list[str]) -> dict | None:
             break
     for name, value in kwargs.items():
         if value == [] and name != argument:
-            kwargs[name] = params[name].default.default
+            kwargs[name] = params[name][0].default
     if argument is not None:
-        kwargs[argument] = rest or params[argument].default.default
+        kwargs[argument] = rest or params[argument][0].default
     elif rest:
         return None
     return kwargs
@@ -136,6 +145,9 @@ def fast_parse(func: Callable, argv: list[str]) -> dict | None:
 
 def typer_command(func: Callable) -> Callable:
     """func with its Param defaults made typer's, for a Typer app."""
+    import functools
+    import inspect
+
     sig = inspect.signature(func)
     params = [p.replace(default=p.default.to_typer())
               if isinstance(p.default, Param) else p

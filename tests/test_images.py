@@ -488,7 +488,9 @@ def test_interrupted_import_leaves_nothing(root, tmp_path, token,
 
     real_fork = os.fork
     monkeypatch.setattr(os, "fork", fork)
-    monkeypatch.setattr(images, "open", interrupted, raising=False)
+    from runbox import tarimport
+
+    monkeypatch.setattr(tarimport, "open", interrupted, raising=False)
     tarball = good_tarball(tmp_path / "good.tar.gz", token)
     with pytest.raises(KeyboardInterrupt):
         images.import_tarball(tarball, "good")

@@ -106,7 +106,7 @@ def run_straced(n: int, image_root, log) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_every_narrated_syscall_is_real(n, stage, image_root, tmp_path):
     log = tmp_path / "strace.log"
     result = run_straced(n, image_root, log)

@@ -14,7 +14,6 @@ file the host has.  Stage 03 fixes that.
 """
 
 import os
-import secrets
 from typing import NoReturn
 
 from runbox import cli, libc, mounts, process, spec
@@ -70,7 +69,7 @@ def main(
         spec.Process(args, dict(os.environ), cli.host_cwd()),
         spec.Root("/"),
         hostname=cli.check_hostname(
-            secrets.token_hex(6) if hostname is None else hostname),
+            os.urandom(6).hex() if hostname is None else hostname),
         mounts=proc,
         linux=spec.Linux(spec.namespaces("pid", "mount", "uts", "ipc")),
     )
