@@ -152,8 +152,24 @@ def run_once(argv: list[str], index: int, rss_file: Path,
     return elapsed, int(rss_file.read_text().split()[-1])
 
 
+def leftovers() -> tuple[list[str], list[str]]:
+    """runbox's container directories and cgroups, as they are now."""
+    from runbox import paths
+
+    root = paths.containers_dir()
+    dirs = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    cgroup = Path("/sys/fs/cgroup")
+    groups = sorted(str(p) for parent in [cgroup / "runbox",
+                                          *cgroup.glob("*/runbox")]
+                    if parent.is_dir() for p in parent.iterdir()
+                    if p.is_dir())
+    return dirs, groups
+
+
 def parallel(n: int, rootfs: Path) -> float:
-    """Start n `runbox run true` at once; the time until all are done."""
+    """Start n `runbox run true` at once; the time until all are done.
+    All must succeed, and nothing of theirs may be left afterwards."""
+    before = leftovers()
     start = time.perf_counter()
     procs = [subprocess.Popen([str(RUNBOX), "run", "--rootfs", str(rootfs),
                                "--memory", "64m", "--pids-limit", "64",
@@ -163,6 +179,8 @@ def parallel(n: int, rootfs: Path) -> float:
     if any(codes):
         raise SystemExit(f"bench: {sum(1 for c in codes if c)} of {n} "
                          "parallel containers failed")
+    if leftovers() != before:
+        raise SystemExit("bench: the parallel containers left state behind")
     return elapsed
 
 
@@ -226,7 +244,7 @@ def main() -> int:
     report["parallel"] = {"containers": args.parallel,
                           "seconds": round(together, 2)}
     print(f"{args.parallel} containers at once: all succeeded in "
-          f"{together:.1f} s")
+          f"{together:.1f} s, and left nothing behind")
     if CRUN_WRAPPER:
         print("crun ran in a wrapper hiding the hybrid host's cgroup2 tree")
         report["crun_wrapper"] = " ".join(CRUN_WRAPPER)
