@@ -36,6 +36,21 @@ COMMAND = Argument(None, metavar="CMD [ARG...]",
                    help="The command to run, and its arguments.")
 QUIET = Option(False, "--quiet", "-q", help="Do not narrate the syscalls.")
 
+# The options several stages share, declared once.
+HOSTNAME = Option(None, "--hostname",
+                  help="The container's hostname (default: its id).")
+ROOTFS = Option(None, "--rootfs",
+                help="An image name or a directory (default: busybox).")
+ENV = Option(None, "--env", "-e", help="Set a variable, KEY=VALUE.")
+MEMORY = Option(None, "--memory", "-m",
+                help="Memory limit, e.g. 64m or 1g.")
+MEMORY_SWAP = Option(None, "--memory-swap",
+                     help="Memory and swap together; -1 for unlimited "
+                          "swap (default: the memory limit, no swap).")
+CPUS = Option(None, "--cpus", help="CPUs' worth of time, e.g. 0.5.")
+PIDS_LIMIT = Option(None, "--pids-limit",
+                    help="At most this many processes.")
+
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?")
 
 

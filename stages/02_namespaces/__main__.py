@@ -57,8 +57,7 @@ def run(config: spec.Spec) -> int:
 @app.command()
 def main(
     command: list[str] = cli.COMMAND,
-    hostname: str = cli.Option(None, "--hostname",
-                                 help="The container's hostname."),
+    hostname: str = cli.HOSTNAME,
     quiet: bool = cli.QUIET,
 ) -> int:
     args = cli.start(command, quiet=quiet)

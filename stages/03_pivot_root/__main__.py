@@ -70,14 +70,9 @@ def run(config: spec.Spec, bundle: container.Bundle,
 @app.command()
 def main(
     command: list[str] = cli.COMMAND,
-    rootfs: str = cli.Option(None, "--rootfs",
-                               help="An image name or a directory "
-                                    "(default: busybox)."),
-    hostname: str = cli.Option(None, "--hostname",
-                                 help="The container's hostname "
-                                      "(default: its id)."),
-    env: list[str] = cli.Option(None, "--env", "-e",
-                                  help="Set a variable, KEY=VALUE."),
+    rootfs: str = cli.ROOTFS,
+    hostname: str = cli.HOSTNAME,
+    env: list[str] = cli.ENV,
     chroot: bool = cli.Option(False, "--chroot",
                                 help="Use chroot instead of pivot_root, "
                                      "to see why it is not enough."),

@@ -85,24 +85,13 @@ def run(config: spec.Spec, bundle: container.Bundle,
 @app.command()
 def main(
     command: list[str] = cli.COMMAND,
-    rootfs: str = cli.Option(None, "--rootfs",
-                               help="An image name or a directory "
-                                    "(default: busybox)."),
-    hostname: str = cli.Option(None, "--hostname",
-                                 help="The container's hostname "
-                                      "(default: its id)."),
-    env: list[str] = cli.Option(None, "--env", "-e",
-                                  help="Set a variable, KEY=VALUE."),
-    memory: str = cli.Option(None, "--memory", "-m",
-                               help="Memory limit, e.g. 64m or 1g."),
-    memory_swap: str = cli.Option(
-        None, "--memory-swap",
-        help="Memory and swap together; -1 for unlimited swap "
-             "(default: the memory limit, no swap)."),
-    cpus: str = cli.Option(None, "--cpus",
-                             help="CPUs' worth of time, e.g. 0.5."),
-    pids_limit: str = cli.Option(None, "--pids-limit",
-                                   help="At most this many processes."),
+    rootfs: str = cli.ROOTFS,
+    hostname: str = cli.HOSTNAME,
+    env: list[str] = cli.ENV,
+    memory: str = cli.MEMORY,
+    memory_swap: str = cli.MEMORY_SWAP,
+    cpus: str = cli.CPUS,
+    pids_limit: str = cli.PIDS_LIMIT,
     quiet: bool = cli.QUIET,
 ) -> int:
     args = cli.start(command, quiet=quiet)
