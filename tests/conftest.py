@@ -9,6 +9,7 @@ left under the test's own RUNBOX_ROOT.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -107,3 +108,49 @@ def runbox_lines(stderr: str) -> list[str]:
     """The error lines runbox itself printed."""
     return [line for line in stderr.splitlines()
             if line.startswith("runbox:")]
+
+
+class Background:
+    """A stage's container running in the background, in a session of its
+    own so that the test can end all of it; ended for sure at exit, and
+    whatever it left collected.  stdin and stdout are pipes."""
+
+    def __init__(self, n: int, *args: str, state_root: Path,
+                 image_root: Path) -> None:
+        argv = [sys.executable, str(STAGES[n]), "-q"]
+        if n >= 3:
+            argv += ["--rootfs", str(image_root)]
+        self.proc = subprocess.Popen(
+            argv + list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, start_new_session=True,
+            env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+
+    def __enter__(self) -> subprocess.Popen:
+        return self.proc
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            # Only what this test started: runbox's own process group.
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        from runbox import container
+
+        container.gc()
+        for f in (self.proc.stdin, self.proc.stdout):
+            f.close()
+
+
+def status(text: str) -> dict[str, str]:
+    """/proc/PID/status as a dict."""
+    return dict(line.split(":\t", 1) for line in text.splitlines()
+                if ":\t" in line)
+
+
+def cap_mask(names) -> str:
+    """Capability names as /proc/PID/status shows the set."""
+    from runbox import capabilities
+
+    bits = 0
+    for name in names:
+        bits |= 1 << capabilities.NUMBERS[name]
+    return f"{bits:016x}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STAGES, needs_root, runbox_cgroups
+from conftest import STAGES, Background, needs_root, runbox_cgroups
 from runbox import cgroups, libc
 
 pytestmark = needs_root
@@ -44,29 +44,10 @@ def cgroup_lines(text: str) -> dict[str, str]:
     return found
 
 
-class Running:
-    """A stage 04 container that waits for a line on stdin; its own
-    session, so the test can end all of it."""
-
-    def __init__(self, state_root, image_root, *opts, script):
-        self.proc = subprocess.Popen(
-            [sys.executable, str(STAGES[4]), "-q", "--rootfs",
-             str(image_root), *opts, "sh", "-c", script],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            start_new_session=True,
-            env={**os.environ, "RUNBOX_ROOT": str(state_root)})
-
-    def __enter__(self):
-        return self.proc
-
-    def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            from runbox import container
-            container.gc()
-        for f in (self.proc.stdin, self.proc.stdout):
-            f.close()
+def running(state_root, image_root, *opts, script):
+    """A stage 04 container running script in the background."""
+    return Background(4, *opts, "sh", "-c", script, state_root=state_root,
+                      image_root=image_root)
 
 
 def test_detected_layout_matches_statfs():
@@ -98,7 +79,7 @@ def test_container_has_its_own_cgroup(stage):
 def test_limits_reach_the_kernel(state_root, image_root):
     # The files the kernel reads, read back from the host while the
     # container runs.
-    with Running(state_root, image_root, "--memory", "64m", "--cpus", "0.5",
+    with running(state_root, image_root, "--memory", "64m", "--cpus", "0.5",
                  "--pids-limit", "20",
                  script="cat /proc/self/cgroup; echo; read x") as proc:
         text = ""
@@ -213,7 +194,7 @@ def test_runtime_killed_then_gc(state_root, image_root):
     # C19: runbox dies by SIGKILL mid-run.  The container dies with it
     # (parent-death signal); its cgroup and directory stay until gc.
     before = runbox_cgroups()
-    with Running(state_root, image_root, "--pids-limit", "8",
+    with running(state_root, image_root, "--pids-limit", "8",
                  script="echo ready; read x") as proc:
         assert proc.stdout.readline() == "ready\n"
         os.kill(proc.pid, signal.SIGKILL)  # runbox only, not its group
@@ -235,7 +216,7 @@ def test_runtime_killed_then_gc(state_root, image_root):
 
 def test_gc_leaves_a_live_container_alone(state_root, image_root):
     before = runbox_cgroups()
-    with Running(state_root, image_root,
+    with running(state_root, image_root,
                  script="echo ready; read x; echo done") as proc:
         assert proc.stdout.readline() == "ready\n"
         assert gc_command(state_root) == []
@@ -248,7 +229,7 @@ def test_gc_leaves_a_live_container_alone(state_root, image_root):
 
 def test_next_run_collects_stale_state(state_root, image_root, stage):
     before = runbox_cgroups()
-    with Running(state_root, image_root, script="echo ready; read x") as p:
+    with running(state_root, image_root, script="echo ready; read x") as p:
         assert p.stdout.readline() == "ready\n"
         os.kill(p.pid, signal.SIGKILL)
         p.wait()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STAGES, needs_root, runbox_lines
+from conftest import STAGES, Background, needs_root, runbox_lines
 
 pytestmark = needs_root
 
@@ -191,32 +191,8 @@ def test_chroot_escape_and_pivot_root(stage, lab_rootfs, tmp_path):
     assert strong.stdout.startswith(f"contained: {marker}: No such file")
 
 
-class Started:
-    """A stage 03 run in a session of its own, ended for sure at exit."""
-
-    def __init__(self, *args: str, state_root: Path, image_root: Path):
-        self.state_root = state_root
-        self.proc = subprocess.Popen(
-            [sys.executable, str(STAGES[3]), "-q", "--rootfs",
-             str(image_root), *args], stdout=subprocess.PIPE, text=True,
-            start_new_session=True,
-            env={**os.environ, "RUNBOX_ROOT": str(state_root)})
-
-    def __enter__(self) -> subprocess.Popen:
-        return self.proc
-
-    def __exit__(self, *exc) -> None:
-        if self.proc.poll() is None:
-            # Only what this test started: runbox's own process group.
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            from runbox import container
-            container.gc()
-        self.proc.stdout.close()
-
-
 def test_term_is_forwarded_and_cleanup_runs(state_root, image_root):
-    with Started("sh", "-c", "trap 'exit 3' TERM; echo ready; "
+    with Background(3, "sh", "-c", "trap 'exit 3' TERM; echo ready; "
                  "while :; do sleep 0.1; done",
                  state_root=state_root, image_root=image_root) as proc:
         assert proc.stdout.readline() == "ready\n"
@@ -229,7 +205,7 @@ def test_second_signal_kills_a_deaf_pid_1(state_root, image_root):
     # Signals sent at once may merge into one, so keep pressing Ctrl-C.
     # sleep is PID 1 itself (a shell might catch SIGINT), and only once its
     # exec is done does the test start.
-    with Started("sleep", "60", state_root=state_root,
+    with Background(3, "sleep", "60", state_root=state_root,
                  image_root=image_root) as proc:
         cmdline = None
         for _ in range(1000):
@@ -299,7 +275,7 @@ def test_orphan_of_a_killed_runbox_is_collected(state_root, image_root):
     # Stage 03 has no parent-death signal: SIGKILL runbox and the
     # container runs on, its directory with it.  gc ends that container
     # (by its recorded pid and start time) and then removes its directory.
-    with Started("sh", "-c", "echo $$; echo ready; exec sleep 60",
+    with Background(3, "sh", "-c", "echo $$; echo ready; exec sleep 60",
                  state_root=state_root, image_root=image_root) as proc:
         assert proc.stdout.readline() == "1\n"
         assert proc.stdout.readline() == "ready\n"

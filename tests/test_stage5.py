@@ -8,22 +8,12 @@ import shutil
 
 import pytest
 
-from conftest import needs_root
+from conftest import cap_mask, needs_root, status
 from runbox import capabilities
 
 pytestmark = needs_root
 
 
-def cap_mask(names) -> str:
-    bits = 0
-    for name in names:
-        bits |= 1 << capabilities.NUMBERS[name]
-    return f"{bits:016x}"
-
-
-def status(text: str) -> dict[str, str]:
-    return dict(line.split(":\t", 1) for line in text.splitlines()
-                if ":\t" in line)
 
 
 @pytest.fixture(scope="module")

@@ -22,23 +22,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, STAGES, needs_root, runbox_cgroups
+from conftest import (
+    REPO, STAGES, Background, cap_mask, needs_root, runbox_cgroups, status,
+)
 from runbox import capabilities, images, userns
 from runbox.errors import RunboxError
 
 pytestmark = needs_root
 
 
-def status(text: str) -> dict[str, str]:
-    return dict(line.split(":\t", 1) for line in text.splitlines()
-                if ":\t" in line)
-
-
-def cap_mask(names) -> str:
-    bits = 0
-    for name in names:
-        bits |= 1 << capabilities.NUMBERS[name]
-    return f"{bits:016x}"
 
 
 def expected_range() -> tuple[userns.IdMap, userns.IdMap]:
@@ -61,30 +53,6 @@ def container_pid(state_root: Path, command: bytes) -> int:
                 pass
         time.sleep(0.01)
     pytest.fail(f"no container runs {command!r}")
-
-
-class Started:
-    """A stage 05 --userns container in the background, own session."""
-
-    def __init__(self, state_root, image_root, *args):
-        self.proc = subprocess.Popen(
-            [sys.executable, str(STAGES[5]), "-q", "--userns", "--rootfs",
-             str(image_root), *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            start_new_session=True,
-            env={**os.environ, "RUNBOX_ROOT": str(state_root)})
-
-    def __enter__(self):
-        return self.proc
-
-    def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        from runbox import container
-        container.gc()
-        for f in (self.proc.stdin, self.proc.stdout):
-            f.close()
 
 
 # --- Root inside, not on the host ----------------------------------------
@@ -117,7 +85,8 @@ def test_capabilities_with_a_user_namespace(stage):
 
 def test_the_host_sees_an_unprivileged_uid(state_root, image_root):
     uids, gids = expected_range()
-    with Started(state_root, image_root, "sleep", "60") as proc:
+    with Background(5, "--userns", "sleep", "60", state_root=state_root,
+                    image_root=image_root) as proc:
         pid = container_pid(state_root, b"sleep\x0060\x00")
         st = status(Path(f"/proc/{pid}/status").read_text())
         assert st["Uid"].split() == [str(uids.first)] * 4
@@ -284,7 +253,8 @@ def test_runbox_killed_then_gc(state_root, image_root):
     # The parent-death signal, cleared by setuid inside, was set again:
     # the container dies with runbox, and gc removes what is left.
     before = runbox_cgroups()
-    with Started(state_root, image_root, "sleep", "60") as proc:
+    with Background(5, "--userns", "sleep", "60", state_root=state_root,
+                    image_root=image_root) as proc:
         pid = container_pid(state_root, b"sleep\x0060\x00")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
