@@ -154,3 +154,34 @@ def cap_mask(names) -> str:
     for name in names:
         bits |= 1 << capabilities.NUMBERS[name]
     return f"{bits:016x}"
+
+
+def press_until_it_ends(proc: subprocess.Popen, sig: int) -> int:
+    """Send sig again and again until proc ends; return its exit code.
+
+    Two signals sent at once may merge into one, and a container's PID 1
+    ignores the first (runbox makes the second SIGKILL): a person pressing
+    Ctrl-C until it stops.
+    """
+    for _ in range(100):
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait(timeout=30)
+
+
+def assert_locked_down(status_text: str) -> dict[str, str]:
+    """C20-C22: docker's 14 capabilities in bounding, permitted and
+    effective, none inheritable or ambient, no_new_privs, a filter."""
+    from runbox import capabilities
+
+    st = status(status_text)
+    default = cap_mask(capabilities.DEFAULT)
+    for key in ("CapBnd", "CapPrm", "CapEff"):
+        assert st[key] == default, key
+    assert st["CapInh"] == st["CapAmb"] == "0" * 16
+    assert st["NoNewPrivs"] == "1"
+    assert st["Seccomp"] == "2"
+    return st

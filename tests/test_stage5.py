@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import cap_mask, needs_root, status
+from conftest import assert_locked_down, cap_mask, needs_root, status
 from runbox import capabilities
 
 pytestmark = needs_root
@@ -29,13 +29,7 @@ def test_the_done_when_example(stage):
     # C20, C21, C22 in one: the default set, NoNewPrivs, Seccomp.
     result = stage(5, "cat", "/proc/self/status")
     assert result.returncode == 0, result.stderr
-    st = status(result.stdout)
-    default = cap_mask(capabilities.DEFAULT)
-    for key in ("CapBnd", "CapPrm", "CapEff"):
-        assert st[key] == default, key
-    assert st["CapInh"] == st["CapAmb"] == "0" * 16
-    assert st["NoNewPrivs"] == "1"
-    assert st["Seccomp"] == "2"
+    assert_locked_down(result.stdout)
 
 
 def test_no_cap_sys_admin(stage):

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import (
-    REPO, STAGES, Background, cap_mask, needs_root, runbox_cgroups, status,
+    REPO, STAGES, Background, assert_locked_down, cap_mask, needs_root,
+    press_until_it_ends, runbox_cgroups, status,
 )
 from runbox import capabilities, images, userns
 from runbox.errors import RunboxError
@@ -72,13 +73,7 @@ def test_capabilities_with_a_user_namespace(stage):
     # C20 with a user namespace too; C21 and C22 as without one.
     result = stage(5, "--userns", "cat", "/proc/self/status")
     assert result.returncode == 0, result.stderr
-    st = status(result.stdout)
-    default = cap_mask(capabilities.DEFAULT)
-    for key in ("CapBnd", "CapPrm", "CapEff"):
-        assert st[key] == default, key
-    assert st["CapInh"] == st["CapAmb"] == "0" * 16
-    assert st["NoNewPrivs"] == "1"
-    assert st["Seccomp"] == "2"
+    st = assert_locked_down(result.stdout)
     # Host root's groups were dropped, not merely unmapped.
     assert st["Groups"].strip() == ""
 
@@ -96,15 +91,9 @@ def test_the_host_sees_an_unprivileged_uid(state_root, image_root):
         assert os.readlink(f"/proc/{pid}/ns/user") != \
             os.readlink("/proc/self/ns/user")
         # sleep as PID 1 ignores TERM; the second one runbox turns into
-        # SIGKILL.  Two sent at once may merge, so keep sending.
-        for _ in range(100):
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        assert proc.wait(timeout=30) == 128 + signal.SIGKILL
+        # SIGKILL.
+        code = press_until_it_ends(proc, signal.SIGTERM)
+        assert code == 128 + signal.SIGKILL
 
 
 def test_host_roots_files_are_nobodys(stage):
