@@ -4,6 +4,11 @@ Container tests run real containers on the real kernel and need root; they
 say so when they skip.  Every test is checked afterwards: the host's mount
 table and hostname must be exactly as before, and no container state may be
 left under the test's own RUNBOX_ROOT.
+
+The host checks see the whole machine: a container someone else starts or
+ends on it while a test runs (another test run, a workshop shell) makes
+that test fail its check, though nothing of the test's own was left.  Run
+the suite on a machine of its own, as CI does.
 """
 
 from __future__ import annotations

@@ -39,7 +39,9 @@ def main(command: list[str] = cli.COMMAND, quiet: bool = cli.QUIET) -> int:
     args = cli.start(command, quiet=quiet)
 
     # No namespaces and no root of its own: the command sees the host's
-    # files, so it gets the host's environment too.
+    # files, so it gets the host's environment too.  That includes what
+    # Python added to it: started in the C locale, Python sets LC_CTYPE
+    # (PEP 538), so a command started with `env -i` still sees LC_CTYPE.
     config = spec.Spec(spec.Process(args, dict(os.environ), cli.host_cwd()),
                        spec.Root("/"))
     spec.validate(config)
