@@ -34,11 +34,15 @@ import json
 import os
 import platform
 import re
-import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from runbox import libc, syscall_table
+from runbox.bpf import (
+    BPF_JEQ, BPF_JGE, BPF_JGT, BPF_JSET, BPF_MAXINSNS, Label, and_,
+    assemble, jump, ld,
+)
+from runbox.bpf import ret as ret_k
 from runbox.errors import RunboxError
 from runbox.libc import (
     CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS, CLONE_NEWPID,
@@ -64,13 +68,6 @@ AUDIT_ARCH_ARM = 0x40000028
 
 # An x32 call arrives as x86_64, with this bit set in its number.
 __X32_SYSCALL_BIT = 0x40000000
-
-# Classic BPF, from <linux/bpf_common.h>: only what the filter uses.
-BPF_LD, BPF_ALU, BPF_JMP, BPF_RET = 0x00, 0x04, 0x05, 0x06
-BPF_W, BPF_ABS, BPF_K = 0x00, 0x20, 0x00
-BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET = 0x00, 0x10, 0x20, 0x30, 0x40
-BPF_AND = 0x50
-BPF_MAXINSNS = 4096
 
 # struct seccomp_data: nr, arch, instruction_pointer, args[6].  Arguments
 # are 64 bits and BPF loads 32, so each is read in halves; on these
@@ -427,10 +424,6 @@ def install(program: bytes, *, why: str | None = None) -> None:
 
 # --- Compiling to BPF ----------------------------------------------------
 
-class _Label:
-    """A place in the program, named by jumps before its position is known."""
-
-
 def _ret(action: str, errno_ret: int | None) -> int:
     if action not in ACTIONS:
         raise RunboxError(f"seccomp: unknown action {action!r}")
@@ -492,24 +485,24 @@ def compile(profile: Profile, arch: str | None = None) -> bytes:
     add(following, newer)
 
     refuse = SECCOMP_RET_ERRNO | errno.EPERM
-    native, kill = _Label(), _Label()
+    native, kill = Label(), Label()
     code = [
-        _ld(_ARCH),
-        _jump(BPF_JEQ, target.audit, native, 0),
-        _jump(BPF_JEQ, target.compat, 0, kill),
-        _ret_k(refuse),
+        ld(_ARCH),
+        jump(BPF_JEQ, target.audit, native, 0),
+        jump(BPF_JEQ, target.compat, 0, kill),
+        ret_k(refuse),
         kill,
-        _ret_k(SECCOMP_RET_KILL_PROCESS),
+        ret_k(SECCOMP_RET_KILL_PROCESS),
         native,
-        _ld(_NR),
+        ld(_NR),
     ]
     if target.x32:
         # Before anything else: an x32 number would dodge every check below.
-        search = _Label()
-        code += [_jump(BPF_JSET, __X32_SYSCALL_BIT, 0, search),
-                 _ret_k(refuse), search]
+        search = Label()
+        code += [jump(BPF_JSET, __X32_SYSCALL_BIT, 0, search),
+                 ret_k(refuse), search]
     code += _search(ranges)
-    program = _assemble(code)
+    program = assemble(code)
     if len(program) // 8 > BPF_MAXINSNS:
         raise RunboxError(
             f"seccomp: the profile needs {len(program) // 8} instructions; "
@@ -529,16 +522,16 @@ def _chain(chain: list[tuple[list[Arg], int]], default: int) -> list:
     """Each rule's checks in turn; the first to pass all returns."""
     code: list = []
     for conds, ret in chain:
-        failed = _Label()
+        failed = Label()
         for arg in conds:
             code += _check(arg, failed)
-        code += [_ret_k(ret), failed]
+        code += [ret_k(ret), failed]
     if chain[-1][0]:
-        code.append(_ret_k(default))
+        code.append(ret_k(default))
     return code
 
 
-def _check(arg: Arg, failed: _Label) -> list:
+def _check(arg: Arg, failed: Label) -> list:
     """Fall through if the 64-bit argument passes, else jump to failed.
 
     Each half is compared in turn: the high halves decide unless they are
@@ -550,101 +543,35 @@ def _check(arg: Arg, failed: _Label) -> list:
         raise RunboxError(f"seccomp: bad argument check {arg}")
     low, high = _ARGS + 8 * arg.index, _ARGS + 8 * arg.index + 4
     v_hi, v_lo = arg.value >> 32, arg.value & 0xFFFFFFFF
-    passed = _Label()
+    passed = Label()
     if arg.op == "SCMP_CMP_EQ":
-        return [_ld(high), _jump(BPF_JEQ, v_hi, 0, failed),
-                _ld(low), _jump(BPF_JEQ, v_lo, 0, failed)]
+        return [ld(high), jump(BPF_JEQ, v_hi, 0, failed),
+                ld(low), jump(BPF_JEQ, v_lo, 0, failed)]
     if arg.op == "SCMP_CMP_NE":
-        return [_ld(high), _jump(BPF_JEQ, v_hi, 0, passed),
-                _ld(low), _jump(BPF_JEQ, v_lo, failed, 0), passed]
+        return [ld(high), jump(BPF_JEQ, v_hi, 0, passed),
+                ld(low), jump(BPF_JEQ, v_lo, failed, 0), passed]
     if arg.op in ("SCMP_CMP_GT", "SCMP_CMP_GE"):
         last = BPF_JGT if arg.op == "SCMP_CMP_GT" else BPF_JGE
-        return [_ld(high), _jump(BPF_JGT, v_hi, passed, 0),
-                _jump(BPF_JEQ, v_hi, 0, failed),
-                _ld(low), _jump(last, v_lo, 0, failed), passed]
+        return [ld(high), jump(BPF_JGT, v_hi, passed, 0),
+                jump(BPF_JEQ, v_hi, 0, failed),
+                ld(low), jump(last, v_lo, 0, failed), passed]
     if arg.op in ("SCMP_CMP_LT", "SCMP_CMP_LE"):
         last = BPF_JGE if arg.op == "SCMP_CMP_LT" else BPF_JGT
-        return [_ld(high), _jump(BPF_JGT, v_hi, failed, 0),
-                _jump(BPF_JEQ, v_hi, 0, passed),
-                _ld(low), _jump(last, v_lo, failed, 0), passed]
+        return [ld(high), jump(BPF_JGT, v_hi, failed, 0),
+                jump(BPF_JEQ, v_hi, 0, passed),
+                ld(low), jump(last, v_lo, failed, 0), passed]
     # SCMP_CMP_MASKED_EQ: value is the mask, value_two what must remain.
     want_hi, want_lo = arg.value_two >> 32, arg.value_two & 0xFFFFFFFF
-    return [_ld(high), _and(v_hi), _jump(BPF_JEQ, want_hi, 0, failed),
-            _ld(low), _and(v_lo), _jump(BPF_JEQ, want_lo, 0, failed)]
+    return [ld(high), and_(v_hi), jump(BPF_JEQ, want_hi, 0, failed),
+            ld(low), and_(v_lo), jump(BPF_JEQ, want_lo, 0, failed)]
 
 
 def _search(ranges: list[tuple[int, object]]) -> list:
     """A binary search on the number: each leaf returns or checks args."""
     if len(ranges) == 1:
         outcome = ranges[0][1]
-        return outcome if isinstance(outcome, list) else [_ret_k(outcome)]
+        return outcome if isinstance(outcome, list) else [ret_k(outcome)]
     middle = len(ranges) // 2
-    upper = _Label()
-    return [_jump(BPF_JGE, ranges[middle][0], upper, 0),
+    upper = Label()
+    return [jump(BPF_JGE, ranges[middle][0], upper, 0),
             *_search(ranges[:middle]), upper, *_search(ranges[middle:])]
-
-
-def _ld(offset: int) -> tuple:
-    return (BPF_LD | BPF_W | BPF_ABS, 0, 0, offset)
-
-
-def _and(k: int) -> tuple:
-    return (BPF_ALU | BPF_AND | BPF_K, 0, 0, k)
-
-
-def _ret_k(k: int) -> tuple:
-    return (BPF_RET | BPF_K, 0, 0, k)
-
-
-def _jump(op: int, k: int, jt: _Label | int, jf: _Label | int) -> tuple:
-    """A conditional jump; 0 stands for the next instruction."""
-    return (BPF_JMP | op | BPF_K, jt, jf, k)
-
-
-def _assemble(code: list) -> bytes:
-    """Instructions and labels to struct sock_filter, jumps resolved.
-
-    A conditional jump reaches at most 255 instructions ahead; a farther
-    one goes through an unconditional jump put right after it, and the
-    positions are worked out again.
-    """
-    while True:
-        at, position = {}, 0
-        for item in code:
-            if isinstance(item, _Label):
-                at[item] = position
-            else:
-                position += 1
-        out: list[bytes] = []
-        for i, item in enumerate(code):
-            if isinstance(item, _Label):
-                continue
-            op, jt, jf, k = item
-            here = len(out)
-            if op == BPF_JMP | BPF_JA:
-                k = at[k] - here - 1
-            jt, jf = (at[t] - here - 1 if isinstance(t, _Label) else t
-                      for t in (jt, jf))
-            if jt > 255 or jf > 255:
-                code = code[:i] + _trampoline(item, at, here) + code[i + 1:]
-                break
-            out.append(struct.pack("=HBBI", op, jt, jf, k))
-        else:
-            return b"".join(out)
-
-
-def _trampoline(item: tuple, at: dict, here: int) -> list:
-    """item again, its far targets reached through jumps right after it."""
-    op, jt, jf, k = item
-    after, stubs = _Label(), []
-
-    def near(target: _Label | int) -> _Label:
-        if not isinstance(target, _Label):
-            return after
-        if at[target] - here - 1 <= 255:
-            return target
-        stub = _Label()
-        stubs.extend([stub, (BPF_JMP | BPF_JA, 0, 0, target)])
-        return stub
-
-    return [(op, near(jt), near(jf), k), *stubs, after]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, needs_root
-from runbox import libc, seccomp, trace
+from runbox import bpf, libc, seccomp, trace
 from runbox.errors import RunboxError
 from runbox.seccomp import Arg, Profile, Syscall
 from runbox.syscall_table import AARCH64, X86_64
@@ -51,23 +51,23 @@ def run_bpf(program: bytes, nr: int, arch: int = seccomp.AUDIT_ARCH_X86_64,
     args = tuple(args) + (0,) * (6 - len(args))
     data = struct.pack("=IIQ6Q", nr & 0xFFFFFFFF, arch, 0, *args)
     insns = list(struct.iter_unpack("=HBBI", program))
-    assert 0 < len(insns) <= seccomp.BPF_MAXINSNS
+    assert 0 < len(insns) <= bpf.BPF_MAXINSNS
     acc, pc = 0, 0
     while True:
         code, jt, jf, k = insns[pc]
-        if code == seccomp.BPF_LD | seccomp.BPF_W | seccomp.BPF_ABS:
+        if code == bpf.BPF_LD | bpf.BPF_W | bpf.BPF_ABS:
             assert k % 4 == 0 and k < len(data)
             acc = struct.unpack_from("=I", data, k)[0]
-        elif code == seccomp.BPF_ALU | seccomp.BPF_AND | seccomp.BPF_K:
+        elif code == bpf.BPF_ALU | bpf.BPF_AND | bpf.BPF_K:
             acc &= k
-        elif code == seccomp.BPF_JMP | seccomp.BPF_JA:
+        elif code == bpf.BPF_JMP | bpf.BPF_JA:
             pc += k
-        elif code & 0x07 == seccomp.BPF_JMP:
-            taken = {seccomp.BPF_JEQ: acc == k, seccomp.BPF_JGT: acc > k,
-                     seccomp.BPF_JGE: acc >= k,
-                     seccomp.BPF_JSET: acc & k != 0}[code & 0xF0]
+        elif code & 0x07 == bpf.BPF_JMP:
+            taken = {bpf.BPF_JEQ: acc == k, bpf.BPF_JGT: acc > k,
+                     bpf.BPF_JGE: acc >= k,
+                     bpf.BPF_JSET: acc & k != 0}[code & 0xF0]
             pc += jt if taken else jf
-        elif code == seccomp.BPF_RET | seccomp.BPF_K:
+        elif code == bpf.BPF_RET | bpf.BPF_K:
             return k
         else:
             raise AssertionError(f"unexpected opcode {code:#x} at {pc}")
@@ -238,9 +238,9 @@ def test_far_jumps_go_through_trampolines():
     profile = Profile("SCMP_ACT_ALLOW", syscalls=rules)
     program = seccomp.compile(profile, "x86_64")
     insns = list(struct.iter_unpack("=HBBI", program))
-    assert any(code == seccomp.BPF_JMP | seccomp.BPF_JA
+    assert any(code == bpf.BPF_JMP | bpf.BPF_JA
                for code, *_ in insns)
-    assert len(insns) <= seccomp.BPF_MAXINSNS
+    assert len(insns) <= bpf.BPF_MAXINSNS
     for nr in X86_64.values():
         for arg in (0, max(nr * 3 - 1, 0), nr * 3, 1 << 40):
             assert run_bpf(program, nr, args=(0, arg)) == \
