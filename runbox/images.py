@@ -138,7 +138,7 @@ def image_name(rootfs: str | None) -> str | None:
 def _how_to_get(name: str) -> str:
     if name == DEFAULT_IMAGE:
         return "run 'make rootfs' to build it"
-    return f"import it with 'python -m runbox.images import TARBALL {name}'"
+    return f"import it with 'runbox import TARBALL {name}'"
 
 
 def _looks_like_rootfs(path: Path) -> bool:

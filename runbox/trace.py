@@ -43,7 +43,13 @@ def enable(*, file: TextIO | None = None, color: bool | None = None) -> None:
     global _console
     from rich.console import Console
 
-    _console = Console(
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own answer points fd 1 at /dev/null and exits: fd 1
+            # is the container's stdout-to-be.  Let _emit deal with it.
+            raise BrokenPipeError
+
+    _console = _Console(
         file=file or sys.stderr,
         force_terminal=color,
         no_color=(color is False) or None,
@@ -85,13 +91,17 @@ def _emit(head: str, style: str, notes: list[tuple[str, str]]) -> None:
         text.append(note, style="italic" if label == "why" else "yellow")
     # One print is one write, so lines from parent and child never tear.
     # Narration must never stop the container: if stderr is gone (a
-    # closed pipe, a full disk), the story ends and the run goes on.
-    # (rich turns a broken pipe into SystemExit: caught too, or it would
-    # cut runbox's cleanup short.)
+    # closed pipe, a full disk), the story ends and the run goes on.  What
+    # is left in sys.stderr's buffer would fail again when Python flushes
+    # it at exit, and turn the exit code into 120: stderr becomes
+    # /dev/null for runbox itself (the container's fd 2 is untouched).
     try:
         _console.print(text)
-    except (OSError, SystemExit):
+    except OSError:
+        broken = _console.file is sys.stderr
         disable()
+        if broken:
+            sys.stderr = open(os.devnull, "w")
 
 
 def call(

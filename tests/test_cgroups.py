@@ -249,3 +249,21 @@ def test_narration_into_a_closed_pipe_leaves_nothing(state_root, image_root):
     proc.stderr.readline()
     proc.stderr.close()
     assert proc.wait(timeout=60) == 4
+
+
+def test_closed_narration_pipe_keeps_the_containers_stdout(state_root,
+                                                           image_root,
+                                                           tmp_path):
+    # rich, left to itself, answers a broken pipe by pointing fd 1 at
+    # /dev/null: the container's stdout would vanish with the narration.
+    out = tmp_path / "out"
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, str(STAGES[4]), "--rootfs", str(image_root),
+             "sh", "-c", "sleep 0.3; echo container-output"],
+            stdout=stdout, stderr=subprocess.PIPE,
+            env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+        proc.stderr.readline()
+        proc.stderr.close()
+        assert proc.wait(timeout=60) == 0
+    assert out.read_text() == "container-output\n"

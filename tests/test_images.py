@@ -67,7 +67,7 @@ def test_other_image_missing(root):
         images.resolve_rootfs("alpine")
     assert str(err.value) == (
         f"rootfs 'alpine' not found in {root / 'images'}: import it with"
-        " 'python -m runbox.images import TARBALL alpine'")
+        " 'runbox import TARBALL alpine'")
 
 
 def test_image_by_name(root):
