@@ -265,18 +265,27 @@ def _traced(
     name: str, args: Sequence[object], call: Callable[[], T], *,
     why: str | None, path: object = None, show: Callable[[T], str] = str,
 ) -> T:
-    """Make the call, narrate it, and turn a failure into a named OSError."""
-    text = f"{name}({', '.join(_fmt(a) for a in args)})"
+    """Make the call, narrate it, and turn a failure into a named OSError.
+
+    With narration off nothing is formatted: a quiet run pays one check.
+    """
     try:
         result = call()
     except OSError as exc:
         err = _error(name, exc.errno or errno.EIO, path)
-        code = errno.errorcode.get(err.errno, str(err.errno))
-        trace.call(text, f"-1 {code} ({os.strerror(err.errno)})",
-                   why=why, ok=False, likely=err.hint)  # type: ignore
+        if trace.enabled():
+            code = errno.errorcode.get(err.errno, str(err.errno))
+            trace.call(_text(name, args),
+                       f"-1 {code} ({os.strerror(err.errno)})", why=why,
+                       ok=False, likely=err.hint)  # type: ignore
         raise err from None
-    trace.call(text, show(result), why=why)
+    if trace.enabled():
+        trace.call(_text(name, args), show(result), why=why)
     return result
+
+
+def _text(name: str, args: Sequence[object]) -> str:
+    return f"{name}({', '.join(_fmt(a) for a in args)})"
 
 
 def _check(name: str, ret: int, path: object = None) -> int:

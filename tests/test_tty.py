@@ -10,6 +10,8 @@ import select
 import sys
 import time
 
+import pytest
+
 from conftest import STAGES, needs_root
 
 pytestmark = needs_root
@@ -58,13 +60,19 @@ def descendant_running(ancestor: int, cmdline: bytes) -> bool:
     return False
 
 
-def test_interactive_shell_with_job_control(image_root, state_root):
+@pytest.mark.parametrize("how", [
+    # The issue's own words: `runbox run --memory 64m --pids-limit 64 -t
+    # sh` gives a working shell (-t brings stdin along).
+    ["-m", "runbox.command", "run"],
+    [str(STAGES[5]), "-q"],
+])
+def test_interactive_shell_with_job_control(image_root, state_root, how):
     pid, fd = pty.fork()
     if pid == 0:
         os.environ["RUNBOX_ROOT"] = str(state_root)
         os.execv(sys.executable, [
-            sys.executable, str(STAGES[5]), "-q", "-t", "--rootfs",
-            str(image_root), "--memory", "64m", "--pids-limit", "64", "sh"])
+            sys.executable, *how, "--rootfs", str(image_root),
+            "--memory", "64m", "--pids-limit", "64", "-t", "sh"])
     try:
         assert b"# " in read_until(fd, b"# ")
         os.write(fd, b"tty; echo pid=$$; sleep 100\n")
