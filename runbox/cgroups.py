@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runbox import libc, trace
+from runbox import mountinfo as mountinfo_
 from runbox.errors import RunboxError
 from runbox.spec import Resources
 
@@ -58,18 +59,6 @@ class Layout:
         return None
 
 
-def _cgroup_mounts(mountinfo: str) -> list[tuple[str, str, list[str]]]:
-    """(mount point, fstype, super options) of each cgroup mount."""
-    found = []
-    for line in mountinfo.splitlines():
-        fields = line.split()
-        sep = fields.index("-")
-        fstype, options = fields[sep + 1], fields[sep + 3].split(",")
-        if fstype in ("cgroup", "cgroup2"):
-            found.append((fields[4], fstype, options))
-    return found
-
-
 def detect(root: str = CGROUP_ROOT, mountinfo: str | None = None) -> Layout:
     """Find out how this host's cgroups are laid out."""
     magic = libc.statfs(root, why="which cgroup version this host runs")
@@ -83,18 +72,20 @@ def detect(root: str = CGROUP_ROOT, mountinfo: str | None = None) -> Layout:
             f"no cgroup filesystem at {root} (statfs says "
             f"{libc.FS_MAGIC.get(magic, hex(magic))}): mount cgroup2 there")
 
-    if mountinfo is None:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
+    mounts = (mountinfo_.read() if mountinfo is None
+              else mountinfo_.parse(mountinfo))
     layout = Layout("v1")
-    for point, fstype, options in _cgroup_mounts(mountinfo):
-        if not point.startswith(root.rstrip("/") + "/"):
+    for mount in mounts:
+        point = mount.point
+        if mount.fstype not in ("cgroup", "cgroup2") or \
+                not point.startswith(root.rstrip("/") + "/"):
             continue
-        if fstype == "cgroup2":
+        if mount.fstype == "cgroup2":
             layout.mode, layout.v2_root = "hybrid", Path(point)
             layout.v2_controllers = set(
                 Path(point, "cgroup.controllers").read_text().split())
         else:
-            for name in options:
+            for name in mount.super_options:
                 if name in CONTROLLERS:
                     layout.v1_roots[name] = Path(point)
     if not layout.v1_roots and layout.v2_root is None:

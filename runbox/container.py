@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbox import paths
+from runbox import mountinfo, paths
 from runbox.errors import RunboxError
 
 
@@ -86,13 +86,8 @@ def create() -> Bundle:
 def mounts_under(directory: Path) -> list[str]:
     """Mount points at or below directory, as this process sees them."""
     prefix = str(directory).rstrip("/") + "/"
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point == prefix[:-1] or point.startswith(prefix):
-                found.append(point)
-    return found
+    return [m.point for m in mountinfo.read()
+            if m.point == prefix[:-1] or m.point.startswith(prefix)]
 
 
 def remove(bundle: Bundle) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import NamedTuple, TextIO
 
 from runbox import cgroups, images, libc, overlay, paths
+from runbox import mountinfo as mountinfo_
 from runbox.errors import RunboxError
 from runbox.libc import (
     CLONE_NEWIPC, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS,
@@ -162,12 +163,12 @@ def namespaces() -> Check:
 
 def propagation(mountinfo: str | None = None) -> Check:
     """How / propagates; pivot_root(2) also needs it to be a mount point."""
-    if mountinfo is None:
-        mountinfo = Path("/proc/self/mountinfo").read_text()
+    mounts = (mountinfo_.read() if mountinfo is None
+              else mountinfo_.parse(mountinfo))
     fields = None
-    for line in mountinfo.splitlines():
-        if line.split()[4] == "/":
-            fields = line.split(" - ")[0].split()[6:]
+    for mount in mounts:
+        if mount.point == "/":
+            fields = mount.optional
     if fields is None:
         return Check(False, "/ is not a mount point (a chroot?)",
                      "run runbox outside any chroot: pivot_root needs the "
