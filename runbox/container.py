@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runbox import mountinfo, paths
+from runbox import mountinfo, paths, pids
 from runbox.errors import RunboxError
 
 
@@ -41,26 +41,6 @@ class Bundle:
         return self.dir / "merged"
 
 
-def _start_time(pid: int) -> str | None:
-    """The start time of pid from /proc, to tell it from a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    # The command name may hold spaces and parentheses; fields follow ")".
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _state(pid: int) -> str | None:
-    """The state letter of pid ("R", "S", "Z" ...), None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
 def create() -> Bundle:
     """Make a new container directory owned by this process."""
     root = paths.containers_dir()
@@ -74,7 +54,7 @@ def create() -> Bundle:
     # owner file, or it would take it for a dead one.
     partial = Bundle(cid, root / f".new-{os.getpid()}-{cid}")
     partial.dir.mkdir(mode=0o700)
-    owner = f"{os.getpid()} {_start_time(os.getpid())}\n"
+    owner = f"{os.getpid()} {pids.start_time(os.getpid())}\n"
     (partial.dir / "owner").write_text(owner)
     for d in (partial.upper, partial.work, partial.merged):
         d.mkdir(mode=0o755)
@@ -116,7 +96,7 @@ def _alive(record: Path) -> int | None:
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if _start_time(pid) == start else None
+    return pid if pids.start_time(pid) == start else None
 
 
 def owner_alive(bundle: Bundle) -> bool:
@@ -126,7 +106,7 @@ def owner_alive(bundle: Bundle) -> bool:
 
 def record_pid(bundle: Bundle, pid: int) -> None:
     """Note the container's first process, for gc to end if orphaned."""
-    (bundle.dir / "pid").write_text(f"{pid} {_start_time(pid)}\n")
+    (bundle.dir / "pid").write_text(f"{pid} {pids.start_time(pid)}\n")
 
 
 def _end_orphan(bundle: Bundle) -> None:
@@ -144,7 +124,7 @@ def _end_orphan(bundle: Bundle) -> None:
     except ProcessLookupError:
         return
     for _ in range(500):
-        if _start_time(pid) is None or _state(pid) == "Z":
+        if pids.state(pid) in (None, "Z"):
             return
         time.sleep(0.01)
     raise RunboxError(f"container {bundle.id}: pid {pid} did not die")
@@ -168,7 +148,7 @@ def gc() -> list[str]:
         if entry.name.startswith((".new-", ".gc-")):
             # Half made, or half collected: the maker's pid is in the name.
             maker = entry.name.split("-")[1]
-            if maker.isdigit() and _start_time(int(maker)) is not None:
+            if maker.isdigit() and pids.exists(int(maker)):
                 continue
             shutil.rmtree(entry, ignore_errors=True)
             continue

@@ -39,7 +39,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from runbox import paths
+from runbox import paths, pids
 from runbox.errors import EXIT_RUNTIME, RunboxError
 
 DEFAULT_IMAGE = "busybox"
@@ -241,25 +241,14 @@ def _remove_stale(image: Path) -> None:
         match = _WORK.fullmatch(entry)
         if match is None:
             continue
-        if match[1] is not None and _alive(int(match[1])):
+        # A dead build's pid reused since by another process keeps its
+        # leftovers until that process ends too.
+        if match[1] is not None and pids.exists(int(match[1])):
             continue  # a concurrent build, still at work
         try:
             shutil.rmtree(image / entry)
         except FileNotFoundError:
             pass  # another build swept it at the same moment
-
-
-def _alive(pid: int) -> bool:
-    # Signal 0 checks that the process exists and sends nothing.  A dead
-    # build's pid reused since by another process keeps its leftovers
-    # until that process ends too.
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, as another user's process
-    return True
 
 
 def _remove_if_empty(image: Path) -> None:
