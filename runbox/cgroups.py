@@ -203,16 +203,12 @@ class Cgroup:
                     trace.note(f"{controller} left off: {exc.strerror}")
 
     def _limit(self, res: Resources) -> None:
-        v2 = self.v2_dir is not None
         if res.memory:
-            d = self._dir("memory")
-            if d == self.v2_dir:
-                self._memory_v2(d, res.memory.limit, res.memory.swap)
-            else:
-                self._memory_v1(d, res.memory.limit, res.memory.swap)
+            self._memory(self._dir("memory"), res.memory.limit,
+                         res.memory.swap)
         if res.cpu:
             d = self._dir("cpu")
-            if v2 and d == self.v2_dir:
+            if d == self.v2_dir:
                 _write(d / "cpu.max", f"{res.cpu.quota} {res.cpu.period}",
                        why="CPU time: quota per period, in microseconds")
             else:
@@ -224,35 +220,30 @@ class Cgroup:
             _write(self._dir("pids") / "pids.max", str(res.pids.limit),
                    why="fork fails past this many tasks")
 
-    def _memory_v2(self, d: Path, limit: int, total: int) -> None:
-        _write(d / "memory.max", str(limit),
-               why="past this, the kernel reclaims, then OOM-kills")
-        swap_file = d / "memory.swap.max"
+    def _memory(self, d: Path, limit: int, total: int) -> None:
+        """The memory limit, and swap: total is memory and swap together
+        (-1 unlimited).  v2 limits swap alone, v1 the sum."""
+        v2 = d == self.v2_dir
+        _write(d / ("memory.max" if v2 else "memory.limit_in_bytes"),
+               str(limit), why="past this, the kernel reclaims, then "
+                               "OOM-kills")
         if total == -1:
             return
-        if swap_file.exists():
-            _write(swap_file, str(total - limit),
-                   why="swap allowed beyond memory.max")
+        if v2:
+            swap, value = d / "memory.swap.max", total - limit
+            why = "swap allowed beyond memory.max"
+            missing = "memory.swap.max"
+        else:
+            swap, value = d / "memory.memsw.limit_in_bytes", total
+            why = "memory and swap together: no escape into swap"
+            missing = "boot with swapaccount=1"
+        if swap.exists():
+            _write(swap, str(value), why=why)
         elif _swap_in_use():
             raise RunboxError(
                 "memory-swap cannot be limited: this kernel has no swap "
-                "accounting (memory.swap.max), so the container could swap "
-                "past its limit")
-
-    def _memory_v1(self, d: Path, limit: int, total: int) -> None:
-        _write(d / "memory.limit_in_bytes", str(limit),
-               why="past this, the kernel reclaims, then OOM-kills")
-        memsw = d / "memory.memsw.limit_in_bytes"
-        if total == -1:
-            return
-        if memsw.exists():
-            _write(memsw, str(total),
-                   why="memory and swap together: no escape into swap")
-        elif _swap_in_use():
-            raise RunboxError(
-                "memory-swap cannot be limited: this kernel has no swap "
-                "accounting (boot with swapaccount=1), so the container "
-                "could swap past its limit")
+                f"accounting ({missing}), so the container could swap past "
+                "its limit")
 
     # --- Using ---------------------------------------------------------
 
