@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,20 @@ class Background:
         container.gc()
         for f in (self.proc.stdin, self.proc.stdout):
             f.close()
+
+
+def container_pid(state_root: Path, command: bytes) -> int:
+    """The host pid of the container's PID 1, once it runs command."""
+    for _ in range(1000):
+        for record in (state_root / "containers").glob("*/pid"):
+            pid = int(record.read_text().split()[0])
+            try:
+                if Path(f"/proc/{pid}/cmdline").read_bytes() == command:
+                    return pid
+            except OSError:
+                pass
+        time.sleep(0.01)
+    pytest.fail(f"no container runs {command!r}")
 
 
 def status(text: str) -> dict[str, str]:

@@ -5,10 +5,15 @@ Each assertion reads what the kernel reports inside the container.
 
 import os
 import shutil
+import signal
+from pathlib import Path
 
 import pytest
 
-from conftest import assert_locked_down, cap_mask, needs_root, status
+from conftest import (
+    Background, assert_locked_down, cap_mask, container_pid, needs_root,
+    press_until_it_ends, status,
+)
 from runbox import capabilities
 
 pytestmark = needs_root
@@ -149,10 +154,26 @@ def test_workdir_inside_works(stage):
 
 def test_own_session(stage):
     # C25: the container is a session of its own, so the caller's terminal
-    # is not its controlling terminal.
+    # is not its controlling terminal.  Seen from inside: PID 1 leads its
+    # session and has no controlling terminal.
     result = stage(5, "sh", "-c", "cat /proc/self/stat")
     fields = result.stdout.rsplit(")", 1)[1].split()
-    # pid, ppid... fields[3] is the session id: PID 1 leads its session.
+    # After the name: state, ppid, pgrp, session, tty_nr.
     assert fields[3] == "1"
-    assert fields[4] == "0"  # no controlling terminal
-    assert os.getsid(0) != 0
+    assert fields[4] == "0"
+
+
+def test_own_session_seen_from_the_host(state_root, image_root):
+    # C25 from the host: the container's PID 1 leads a session that is
+    # neither runbox's nor the caller's.  (The caller's own session id may be
+    # 0 when its leader lives outside this PID namespace, as under some CI
+    # runners; the test does not rely on it.)
+    with Background(5, "sleep", "60", state_root=state_root,
+                    image_root=image_root) as proc:
+        pid = container_pid(state_root, b"sleep\x0060\x00")
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(fields[3]) == pid
+        assert int(fields[4]) == 0
+        assert os.getsid(proc.pid) != pid
+        assert os.getsid(0) != pid
+        assert press_until_it_ends(proc, signal.SIGTERM) == 128 + signal.SIGKILL

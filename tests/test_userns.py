@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import (
-    REPO, STAGES, Background, assert_locked_down, cap_mask, needs_root,
+    REPO, STAGES, Background, assert_locked_down, cap_mask, container_pid,
+    needs_root,
     press_until_it_ends, runbox_cgroups, status,
 )
 from runbox import capabilities, images, userns
@@ -40,20 +41,6 @@ def expected_range() -> tuple[userns.IdMap, userns.IdMap]:
     default = userns.IdMap(userns.DEFAULT_FIRST, userns.DEFAULT_COUNT)
     return (userns._subid(userns.SUBUID) or default,
             userns._subid(userns.SUBGID) or default)
-
-
-def container_pid(state_root: Path, command: bytes) -> int:
-    """The host pid of the container's PID 1, once it runs command."""
-    for _ in range(1000):
-        for record in (state_root / "containers").glob("*/pid"):
-            pid = int(record.read_text().split()[0])
-            try:
-                if Path(f"/proc/{pid}/cmdline").read_bytes() == command:
-                    return pid
-            except OSError:
-                pass
-        time.sleep(0.01)
-    pytest.fail(f"no container runs {command!r}")
 
 
 # --- Root inside, not on the host ----------------------------------------
@@ -141,7 +128,8 @@ def test_copy_up_leaves_the_image_unchanged(stage, image_root):
     after = passwd.read_bytes(), passwd.stat()
     assert after[0] == before[0]
     assert (after[1].st_uid, after[1].st_gid) == (0, 0)
-    assert (image_root / "bin/ls").exists()
+    # lexists: the link points at /bin/busybox, which the host may lack.
+    assert os.path.lexists(image_root / "bin/ls")
 
 
 @pytest.fixture
