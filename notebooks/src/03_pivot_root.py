@@ -37,7 +37,14 @@ assert (scratch / "by-stage2").read_text() == "written\n"
 image = images.resolve_rootfs(None)
 print(image)
 print(sorted(os.listdir(image)))
-assert (image / "bin/sh").exists()
+print("bin/sh ->", os.readlink(image / "bin/sh"))
+assert (image / "bin/busybox").is_file()
+
+# %% [markdown]
+# `bin/sh` is an absolute link, `/bin/busybox`: it means the image's busybox only
+# once the image is the root. Followed from the host it names the host's own
+# `/bin/busybox`, which may not even exist. Keep that in mind whenever host code
+# looks into an image: a path inside it must never be resolved against the host.
 
 # %% [markdown]
 # ## First, chroot, and why it is not enough
