@@ -26,7 +26,6 @@ import ctypes
 import enum
 import errno
 import os
-import platform
 from collections.abc import Callable, Sequence
 from typing import NoReturn, TypeVar
 
@@ -34,14 +33,18 @@ from runbox import trace
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
+# The processor's name, as uname(2) gives it ("x86_64", "aarch64"): the
+# same as platform.machine(), without importing platform at every start.
+MACHINE = os.uname().machine
+
 # glibc has no pivot_root(); it is reached through syscall(2) by number,
 # as is rt_sigaction, whose glibc wrapper refuses glibc's own signals.
-_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine())
-_SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134}.get(platform.machine())
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(MACHINE)
+_SYS_RT_SIGACTION = {"x86_64": 13, "aarch64": 134}.get(MACHINE)
 # clone(2) with namespace flags, and mount_setattr(2), which glibc 2.36
 # does not wrap either.
-_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(platform.machine())
-_SYS_MOUNT_SETATTR = {"x86_64": 442, "aarch64": 442}.get(platform.machine())
+_SYS_CLONE = {"x86_64": 56, "aarch64": 220}.get(MACHINE)
+_SYS_MOUNT_SETATTR = {"x86_64": 442, "aarch64": 442}.get(MACHINE)
 
 
 class CloneFlag(enum.IntFlag):
@@ -567,7 +570,7 @@ def mount_setattr(dirfd: int, pathname: str, flags: int, attr_set: int, *,
     def call() -> int:
         if _SYS_MOUNT_SETATTR is None:
             raise OSError(errno.ENOSYS, "no mount_setattr number for "
-                          + platform.machine())
+                          + MACHINE)
         ret = _libc.syscall(
             ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(dirfd),
             _b(pathname), ctypes.c_uint(flags), ctypes.byref(attr),
@@ -586,7 +589,7 @@ def pivot_root(new_root: str, put_old: str, *, why: str | None = None) -> None:
     def call() -> int:
         if _SYS_PIVOT_ROOT is None:
             raise OSError(errno.ENOSYS, "no pivot_root number for "
-                          + platform.machine())
+                          + MACHINE)
         ret = _libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT),
                             _b(new_root), _b(put_old))
         return _check("pivot_root", ret, new_root)
@@ -724,7 +727,7 @@ def symlink(target: str, linkpath: str, *, why: str | None = None) -> None:
 # --- Seccomp -------------------------------------------------------------
 
 # glibc has no seccomp() wrapper: like pivot_root, it goes by number.
-_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}.get(platform.machine())
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}.get(MACHINE)
 
 
 class SeccompOperation(enum.IntEnum):
@@ -784,7 +787,7 @@ def seccomp(operation: int, flags: int = 0,
     def call() -> int:
         if _SYS_SECCOMP is None:
             raise OSError(errno.ENOSYS, "no seccomp number for "
-                          + platform.machine())
+                          + MACHINE)
         ret = _libc.syscall(
             ctypes.c_long(_SYS_SECCOMP), ctypes.c_uint(op),
             ctypes.c_uint(flags),

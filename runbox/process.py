@@ -11,7 +11,6 @@ RunboxError with the right exit code (125, 126 or 127).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import stat
@@ -126,8 +125,8 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
     if report:
         os.waitpid(pid, 0)
         signals.reaped()
-        error = json.loads(report)
-        raise RunboxError(error["message"], exit_code=error["exit_code"])
+        code, _, message = report.decode(errors="replace").partition(" ")
+        raise RunboxError(message, exit_code=int(code))
     return pid
 
 
@@ -165,8 +164,9 @@ def _run_child(child_main: Callable[[], NoReturn], report_fd: int) -> NoReturn:
     except BaseException as exc:  # noqa: BLE001 - the child must not return
         message, code = describe_error(exc)
         try:
-            os.write(report_fd, json.dumps(
-                {"message": message, "exit_code": code}).encode())
+            # The exit code, a space, the message: one write, so the
+            # parent reads it whole.
+            os.write(report_fd, f"{code} {message}".encode())
         except OSError:
             pass
     finally:

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import json
 import os
-import platform
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -285,6 +283,8 @@ def load_profile(path: str | os.PathLike, caps: Iterable[str] = (), *,
     except OSError as exc:
         raise RunboxError(
             f"seccomp profile {path}: {exc.strerror}") from None
+    import json  # only for a profile of the user's: not on the start path
+
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -310,7 +310,7 @@ def parse_profile(data: object, caps: Iterable[str] = (), *,
                 _ERRNO_LIMIT),
         list(data.get("architectures") or []))
     have = _cap_names(caps)
-    goarch = ARCHES.get(arch or platform.machine())
+    goarch = ARCHES.get(arch or libc.MACHINE)
     rules = data.get("syscalls") or []
     if not isinstance(rules, list):
         raise fail("syscalls must be a list")
@@ -442,7 +442,7 @@ def compile(profile: Profile, arch: str | None = None) -> bytes:
     number by binary search over ranges of numbers that end the same way,
     so a call costs about ten instructions whatever the profile's size.
     """
-    arch = arch or platform.machine()
+    arch = arch or libc.MACHINE
     if arch not in ARCHES:
         raise RunboxError(f"seccomp filters are only built for "
                           f"{' and '.join(ARCHES)} here, not {arch}")

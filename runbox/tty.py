@@ -16,13 +16,16 @@ import fcntl
 import os
 import select
 import signal
-import socket
 import struct
 import sys
 import termios
 import tty as stdlib_tty
+from typing import TYPE_CHECKING
 
 from runbox import libc
+
+if TYPE_CHECKING:
+    import socket
 
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
@@ -30,12 +33,17 @@ TIOCSPTLCK = 0x40045431
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
     """The channel the master fd travels through: parent end, child end."""
+    # socket is imported only with -t: it costs every start 3 ms.
+    import socket
+
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
 def setup_child(channel: socket.socket) -> None:
     """In the container, after /dev/pts is mounted: a new pty as the
     controlling terminal of a new session, on fds 0, 1 and 2."""
+    import socket
+
     master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
     number = struct.unpack(
@@ -56,6 +64,8 @@ def setup_child(channel: socket.socket) -> None:
 
 def receive_master(channel: socket.socket) -> int:
     """The master fd the child sent; -1 if it sent none."""
+    import socket
+
     _, fds, _, _ = socket.recv_fds(channel, 1, 1)
     channel.close()
     return fds[0] if fds else -1
