@@ -4,6 +4,7 @@ on this machine, and `make diff STAGE=N`."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,11 +30,14 @@ def have(tool: str, package: str) -> bool:
     """tool on PATH, installed from Debian's archive if it is not yet.
     A failed install leaves it missing, and the caller tries the next."""
     if shutil.which(tool) is None and installable(package):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        # Package lists older than the installed packages (a machine
+        # whose image was updated since) make apt refuse the install.
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True,
+                       env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq",
                         "--no-install-recommends", package],
-                       capture_output=True,
-                       env={**os.environ,
-                            "DEBIAN_FRONTEND": "noninteractive"})
+                       capture_output=True, env=env)
     return shutil.which(tool) is not None
 
 
@@ -47,21 +51,27 @@ def vagrant_project(tmp_path: Path) -> Path:
     return project
 
 
-def vagrant_validate(project: Path, home: Path):
+def vagrant_validate(project: Path, home: Path, arch: str = ""):
     # No provider is installed here, so its settings are not checked;
     # everything else in the Vagrantfile is.
     return subprocess.run(["vagrant", "validate", "--ignore-provider"],
                           cwd=project, capture_output=True, text=True,
-                          env={**os.environ, "VAGRANT_HOME": str(home)},
+                          env={**os.environ, "VAGRANT_HOME": str(home),
+                               "RUNBOX_VM_ARCH": arch},
                           timeout=120)
 
 
 def test_vagrantfile_is_valid(tmp_path):
     project = vagrant_project(tmp_path)
     if have("vagrant", "vagrant"):
-        result = vagrant_validate(project, tmp_path / "home")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "Vagrantfile validated successfully." in result.stdout
+        # As this host sees itself, and as each kind of attendee's would.
+        for arch in ("", "amd64", "arm64"):
+            result = vagrant_validate(project, tmp_path / "home", arch)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "Vagrantfile validated successfully." in result.stdout
+        wrong = vagrant_validate(project, tmp_path / "home", "sparc")
+        assert wrong.returncode != 0
+        assert "RUNBOX_VM_ARCH must be amd64 or arm64" in wrong.stderr
         # And it does check: a provisioning script that is not there.
         (project / "scripts/provision.sh").unlink()
         broken = vagrant_validate(project, tmp_path / "home")
@@ -81,9 +91,22 @@ def test_the_workshop_command_is_the_readme_s():
     readme = (REPO / "README.md").read_text()
     assert WORKSHOP in readme.splitlines()
     vagrantfile = (REPO / "Vagrantfile").read_text()
-    for setting in ('config.vm.box = "debian/bookworm64"', "cpus = 2",
-                    "memory = 2048", 'path: "scripts/provision.sh"'):
+    for setting in ("cpus = 2", "memory = 2048",
+                    'path: "scripts/provision.sh"'):
         assert setting in vagrantfile
+
+
+def test_a_pinned_box_for_each_kind_of_host():
+    # An amd64 box for amd64 hosts, an arm64 one for Apple Silicon; each
+    # at a fixed version, so every attendee boots the same machine.
+    vagrantfile = (REPO / "Vagrantfile").read_text()
+    boxes = re.findall(
+        r'"(amd64|arm64)" => \{ name: "([\w./-]+)", version: "([\d.]+)" \}',
+        vagrantfile)
+    assert {arch for arch, _, _ in boxes} == {"amd64", "arm64"}
+    assert ("amd64", "debian/bookworm64") in {b[:2] for b in boxes}
+    assert "config.vm.box_version = BOXES[arch][:version]" in vagrantfile
+    assert "config.vm.box_architecture = arch" in vagrantfile
 
 
 def tree_as_committed(dest: Path) -> None:
