@@ -80,7 +80,13 @@ def _copy_size(master: int) -> None:
 
 def relay(master: int) -> None:
     """Copy between our stdin/stdout and the master until the container's
-    side is closed.  Our terminal is raw meanwhile and restored after."""
+    side is closed.  Our terminal is raw meanwhile and restored after.
+
+    The master is non-blocking and input waits in a buffer until the
+    terminal takes it: a container that is busy writing (cat fed a large
+    pipe) never stops runbox from reading what it writes, so the two
+    cannot wait on each other.
+    """
     stdin = sys.stdin.fileno()
     saved = None
     if os.isatty(stdin):
@@ -89,29 +95,58 @@ def relay(master: int) -> None:
     old_winch = signal.signal(signal.SIGWINCH,
                               lambda *_: _copy_size(master))
     _copy_size(master)
-    inputs = [master, stdin]
+    os.set_blocking(master, False)
+    reading = True
+    pending = b""
+    line_done = True
     try:
         while True:
-            ready, _, _ = select.select(inputs, [], [])
+            inputs = [master] + ([stdin] if reading and not pending else [])
+            outputs = [master] if pending else []
+            ready, writable, _ = select.select(inputs, outputs, [])
             if master in ready:
                 try:
                     data = os.read(master, 65536)
+                except BlockingIOError:
+                    data = None
                 except OSError:  # EIO: every slave fd is closed
                     data = b""
-                if not data:
+                if data == b"":
                     return
-                os.write(sys.stdout.fileno(), data)
+                if data:
+                    os.write(sys.stdout.fileno(), data)
+            if writable:
+                try:
+                    pending = pending[os.write(master, pending):]
+                except BlockingIOError:
+                    pass
             if stdin in ready:
                 data = os.read(stdin, 65536)
                 if data:
-                    os.write(master, data)
+                    pending = data
+                    line_done = data.endswith(b"\n")
                 else:
-                    inputs.remove(stdin)  # EOF: keep showing output
+                    # EOF: keep showing output, and tell the container.
+                    reading = False
+                    pending = _eof(master, line_done)
     finally:
         signal.signal(signal.SIGWINCH, old_winch)
         if saved is not None:
             termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
         os.close(master)
+
+
+def _eof(master: int, line_done: bool) -> bytes:
+    """What tells the container's terminal that our input has ended, as a
+    person would: its EOF character (Ctrl-D), twice after a line left
+    unfinished, since the first only ends that line.  A program that has
+    put the terminal in raw mode would read it as a byte, not as an end,
+    so it gets nothing: such a program, fed from a pipe, waits on after
+    the pipe is empty, until it ends or runbox is stopped."""
+    attrs = termios.tcgetattr(master)
+    if not attrs[3] & termios.ICANON:
+        return b""
+    return attrs[6][termios.VEOF] * (1 if line_done else 2)
 
 
 def own_session() -> None:

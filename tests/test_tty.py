@@ -7,6 +7,7 @@ would run it: Ctrl-C must reach the container's foreground job only.
 import os
 import pty
 import select
+import subprocess
 import sys
 import time
 
@@ -102,3 +103,53 @@ def test_interactive_shell_with_job_control(image_root, state_root, how):
             from runbox import container
             container.gc()
         os.close(fd)
+
+
+@pytest.mark.parametrize("given, seen", [
+    # A whole line, then the end of the pipe: cat reads one line and then
+    # an end, as from a person's Ctrl-D.
+    (b"hi\n", b"hi"),
+    # A line left unfinished: the first Ctrl-D ends the line, the second
+    # the input.
+    (b"abc", b"abc"),
+    # Nothing at all.
+    (b"", b""),
+])
+def test_the_end_of_a_piped_stdin_reaches_the_container(
+        image_root, state_root, given, seen):
+    # docker -it refuses a stdin that is no terminal; runbox -t passes its
+    # end on, so the container's cat ends instead of waiting for ever.
+    result = subprocess.run(
+        [sys.executable, "-m", "runbox.command", "run", "--rootfs",
+         str(image_root), "-t", "cat"], input=given, capture_output=True,
+        env={**os.environ, "RUNBOX_ROOT": str(state_root)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    # The terminal echoes what it was given, and cat writes it again;
+    # the end itself leaves no trace.
+    assert result.stdout.replace(b"\r\n", b"\n").replace(b"\n", b"") == \
+        seen * 2
+
+
+def test_a_large_piped_stdin_does_not_stall(image_root, state_root):
+    # While cat's output waits to be read, the terminal takes no more
+    # input: runbox must go on reading while it has input to give, or
+    # each would wait on the other.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runbox.command", "run", "--rootfs",
+         str(image_root), "-t", "sh", "-c", "stty -echo; echo ready; cat"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True,
+        env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+    try:
+        # Input only once the terminal no longer echoes it.
+        assert proc.stdout.readline() == b"ready\r\n"
+        lines = b"".join(b"%d\n" % i for i in range(100_000))
+        out, err = proc.communicate(lines, timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)  # runbox, the test's own child
+            proc.wait()
+            from runbox import container
+            container.gc()
+    assert proc.returncode == 0, err
+    assert out.replace(b"\r\n", b"\n") == lines
