@@ -90,13 +90,14 @@ def remove(bundle: Bundle) -> None:
 
 
 def _alive(record: Path) -> int | None:
-    """The pid a "PID STARTTIME" file names, if that very process runs."""
+    """The pid a "PID STARTTIME" file names, if that very process runs
+    (a zombie has died: only its parent has not reaped it yet)."""
     try:
         pid_text, start = record.read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return pid if pids.start_time(pid) == start else None
+    return pid if pids.running(pid, start) else None
 
 
 def owner_alive(bundle: Bundle) -> bool:
@@ -124,7 +125,7 @@ def _end_orphan(bundle: Bundle) -> None:
     except ProcessLookupError:
         return
     for _ in range(500):
-        if pids.state(pid) in (None, "Z"):
+        if not pids.running(pid):
             return
         time.sleep(0.01)
     raise RunboxError(f"container {bundle.id}: pid {pid} did not die")
@@ -148,7 +149,7 @@ def gc() -> list[str]:
         if entry.name.startswith((".new-", ".gc-")):
             # Half made, or half collected: the maker's pid is in the name.
             maker = entry.name.split("-")[1]
-            if maker.isdigit() and pids.exists(int(maker)):
+            if maker.isdigit() and pids.running(int(maker)):
                 continue
             shutil.rmtree(entry, ignore_errors=True)
             continue

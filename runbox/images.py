@@ -243,7 +243,7 @@ def _remove_stale(image: Path) -> None:
             continue
         # A dead build's pid reused since by another process keeps its
         # leftovers until that process ends too.
-        if match[1] is not None and pids.exists(int(match[1])):
+        if match[1] is not None and pids.running(int(match[1])):
             continue  # a concurrent build, still at work
         try:
             shutil.rmtree(image / entry)

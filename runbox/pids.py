@@ -27,11 +27,13 @@ def start_time(pid: int) -> str | None:
     return fields[19] if fields else None
 
 
-def state(pid: int) -> str | None:
-    """pid's state letter ("R", "S", "Z" ...), None if it is gone."""
+def running(pid: int, start: str | None = None) -> bool:
+    """Whether pid is a live process (and, given start, that very one).
+
+    A zombie is not: it has died, and only waits for its parent to reap
+    it, which may take a while when that parent is slow.
+    """
     fields = _fields(pid)
-    return fields[0] if fields else None
-
-
-def exists(pid: int) -> bool:
-    return _fields(pid) is not None
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return start is None or fields[19] == start

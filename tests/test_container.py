@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,38 @@ def test_many_runboxes_at_once_collect_nothing_alive(state_root,
     for p in procs:
         p.stderr.close()
     assert results == [(0, "")] * 12
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for containers")
+def test_gc_takes_a_killed_runbox_not_yet_reaped_for_dead(state_root,
+                                                          image_root):
+    # A runbox killed with SIGKILL stays a zombie until its parent reaps
+    # it, which a slow parent (a VM's PID 1) may not do for seconds; it has
+    # died all the same, and its container with it must go.
+    from conftest import STAGES, container_pid
+
+    proc = subprocess.Popen(
+        [sys.executable, str(STAGES[3]), "-q", "--rootfs", str(image_root),
+         "sleep", "300"], start_new_session=True,
+        env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+    try:
+        sleeper = container_pid(state_root, b"sleep\x00300\x00")
+        os.kill(proc.pid, 9)
+        # Dead, and left unreaped: this test is its parent.
+        for _ in range(500):
+            if Path(f"/proc/{proc.pid}/stat").read_text().rsplit(
+                    ")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.01)
+        assert len(container.gc()) == 1
+        assert not (state_root / "containers").exists() or \
+            list((state_root / "containers").iterdir()) == []
+        # Its PID 1, the stage 03 container that outlives runbox, ended.
+        assert not Path(f"/proc/{sleeper}").exists() or \
+            Path(f"/proc/{sleeper}/stat").read_text().rsplit(
+                ")", 1)[1].split()[0] == "Z"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+        proc.wait()
+        container.gc()
