@@ -103,26 +103,31 @@ def resolve_rootfs(rootfs: str | None) -> Path:
     ./NAME for that.
     """
     name = image_name(rootfs)
-    if name is not None:
-        path = image_rootfs(name)
-        if not path.is_dir():
+    path = image_rootfs(name) if name is not None else \
+        Path(rootfs).absolute()
+    try:
+        if name is not None and not path.is_dir():
             raise RunboxError(
                 f"rootfs {name!r} not found in {paths.images_dir()}: "
                 + _how_to_get(name))
-    else:
-        path = Path(rootfs).absolute()
         if not path.exists():
             raise RunboxError(f"rootfs {path} does not exist")
         if not path.is_dir():
             raise RunboxError(f"rootfs {path} is not a directory")
 
-    # The host's / passes every other check, and a container on it would
-    # lay its overlay over the host's own files.  samefile also catches
-    # "/..", a link to / and a bind mount of it.
-    if os.path.samefile(path, "/"):
-        raise RunboxError(f"rootfs {path} is the host's own root: give an"
-                          " image or a rootfs directory")
-    _check_plausible(path)
+        # The host's / passes every other check, and a container on it
+        # would lay its overlay over the host's own files.  samefile also
+        # catches "/..", a link to / and a bind mount of it.
+        if os.path.samefile(path, "/"):
+            raise RunboxError(f"rootfs {path} is the host's own root: give "
+                              "an image or a rootfs directory")
+        _check_plausible(path)
+    except PermissionError:
+        # root's images are closed to other users (images/NAME is 0700).
+        raise RunboxError(
+            f"rootfs {path}: permission denied"
+            + (": a non-root runbox needs a rootfs of its own, --rootfs DIR"
+               if os.geteuid() != 0 else "")) from None
     return path.resolve()
 
 

@@ -252,6 +252,15 @@ def rootfs_for(rootfs: str | None, root: Path, bundle: Bundle,
                ids: Mapping) -> Path:
     """The lower layer: the image, with owners the namespace maps."""
     if ids.rootless:
+        # Only root may give files to other uids, so a non-root runbox has
+        # no shifted copy to run on: the image's own files must be its
+        # user's, or root inside could not even write /etc/hostname.
+        owner = root.stat().st_uid
+        if owner != os.geteuid():
+            raise RunboxError(
+                f"rootfs {root} belongs to uid {owner}: a non-root runbox "
+                "runs only on a rootfs its user owns (copy one: "
+                "stages/05_security/README.md says how)")
         trace.note("the image as it is: the files this user owns are "
                    "root's inside, any other shows as nobody")
         return root

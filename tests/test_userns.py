@@ -438,6 +438,27 @@ def test_non_root_refusals_are_one_line(as_nobody, args, line):
     assert result.stderr.splitlines() == [f"runbox: {line}"]
 
 
+def test_non_root_needs_a_rootfs_of_its_own(as_nobody, image_root,
+                                            tmp_path):
+    # root's images are closed to other users (images/NAME is 0700).
+    closed = as_nobody("--userns", "--rootfs", str(image_root), "true")
+    assert closed.returncode == 125
+    assert closed.stderr.splitlines() == [
+        f"runbox: rootfs {image_root}: permission denied: a non-root "
+        "runbox needs a rootfs of its own, --rootfs DIR"]
+    # One it may read but does not own: it could not shift its owners,
+    # and root inside could not write even /etc/hostname.
+    readable = as_nobody.state.parent / "root-owned"
+    shutil.copytree(image_root, readable, symlinks=True)
+    result = as_nobody("--userns", "--rootfs", str(readable), "true")
+    assert result.returncode == 125
+    assert result.stderr.splitlines() == [
+        f"runbox: rootfs {readable} belongs to uid 0: a non-root runbox "
+        "runs only on a rootfs its user owns (copy one: "
+        "stages/05_security/README.md says how)"]
+    assert list((as_nobody.state / "containers").iterdir()) == []
+
+
 def test_non_root_without_userns_is_one_line(as_nobody):
     result = as_nobody("--rootfs", "bb", "true")
     assert result.returncode == 125
