@@ -182,7 +182,10 @@ def _report(exc: BaseException) -> int:
         if isinstance(exc, typer.Abort):
             return _fail("interrupted", 130)
         if isinstance(exc, typer.TyperException):
-            return _fail(exc.format_message().rstrip(".") + " (see --help)")
+            # No arguments at all: the help was the answer, and click's
+            # error has no words of its own.
+            message = exc.format_message().rstrip(".") or "no command given"
+            return _fail(message + " (see --help)")
     if isinstance(exc, KeyboardInterrupt):
         return _fail("interrupted", 130)
     message, code = describe_error(exc)

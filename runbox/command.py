@@ -76,7 +76,9 @@ def typer_app(stage: ModuleType) -> Any:
     import typer
 
     app = typer.Typer(add_completion=False, no_args_is_help=True,
-                      pretty_exceptions_enable=False, help=HELP)
+                      pretty_exceptions_enable=False, help=HELP,
+                      context_settings={
+                          "help_option_names": ["-h", "--help"]})
     app.command("run", context_settings=cli.CONTEXT,
                 help="Run a command in a new container.")(
         options.typer_command(stage.main))

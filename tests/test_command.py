@@ -65,11 +65,23 @@ def test_import_images_and_gc(state_root, image_root, tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["bogus"], "runbox: No such command 'bogus' (see --help)"),
     (["run"], "runbox: no command given: try 'sh'"),
+    # The help goes to stdout; the line says why it came.
+    ([], "runbox: no command given (see --help)"),
 ])
 def test_bad_commands_are_one_line(state_root, args, words):
     result = runbox(*args, state_root=state_root)
     assert result.returncode == 125
     assert result.stderr.splitlines() == [words]
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_at_every_level(state_root, flag):
+    # Run as python -m runbox.command, the usage line names it so.
+    for args, usage in (([flag], "runbox.command [OPTIONS] COMMAND"),
+                        (["run", flag], "runbox.command run [OPTIONS]")):
+        result = runbox(*args, state_root=state_root)
+        assert result.returncode == 0, result.stderr
+        assert usage in result.stdout
 
 
 def test_import_of_a_missing_file(state_root, tmp_path):
