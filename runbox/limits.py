@@ -25,6 +25,8 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40,
 # Below this a container cannot even start a shell; docker refuses it too.
 MIN_MEMORY = 6 << 20
 CPU_PERIOD = 100_000
+# The kernel's PID_MAX_LIMIT on 64-bit: pids.max refuses anything above.
+MAX_PIDS = 4 << 20
 
 
 def parse_size(option: str, text: str) -> int:
@@ -83,9 +85,13 @@ def parse_cpus(text: str | None) -> Cpu | None:
 def parse_pids(text: str | None) -> Pids | None:
     if text is None:
         return None
-    if not text.strip().isdigit() or int(text) < 1:
+    if not text.strip().isascii() or not text.strip().isdigit() or \
+            int(text) < 1:
         raise RunboxError(
             f"--pids-limit: {text!r} is not a positive whole number")
+    if int(text) > MAX_PIDS:
+        raise RunboxError(
+            f"--pids-limit: {text} is out of range: use 1 to {MAX_PIDS}")
     return Pids(int(text))
 
 

@@ -170,6 +170,11 @@ def test_fork_bomb_is_contained(stage):
     (["--cpus", "0"], "--cpus: 0 is out of range"),
     (["--cpus", "half"], "--cpus: 'half' is not a number"),
     (["--pids-limit", "-3"], "--pids-limit: '-3' is not a positive"),
+    # Past the kernel's PID_MAX_LIMIT, pids.max would answer ERANGE or
+    # EINVAL, a raw write error: the option says so first.
+    (["--pids-limit", "4194305"],
+     "--pids-limit: 4194305 is out of range: use 1 to 4194304"),
+    (["--pids-limit", "9" * 30], "--pids-limit: 9999"),
     (["--memory-swap", "1g"], "--memory-swap needs --memory as well"),
     (["--memory", "64m", "--memory-swap", "32m"],
      "--memory-swap is memory and swap together"),
