@@ -149,8 +149,11 @@ def parse_user(spec: str) -> str:
     if not name or (sep and not group) or ":" in group:
         raise RunboxError(f"bad user {spec!r}: use NAME|UID[:GROUP|GID]")
     for part in (name, group):
-        if part.isdigit() and int(part) >= 1 << 32:
-            raise RunboxError(f"bad user {spec!r}: id out of range")
+        # (uid_t)-1 means "no change" to setuid(2) and friends, so the
+        # kernel takes no id above 4294967294.
+        if part.isdigit() and int(part) >= (1 << 32) - 1:
+            raise RunboxError(f"bad user {spec!r}: id out of range: use 0 "
+                              f"to {(1 << 32) - 2}")
     return spec
 
 

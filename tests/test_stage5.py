@@ -55,6 +55,10 @@ def test_cap_add_and_drop(stage):
     (["--cap-add", "CAP_NOPE"], "unknown capability 'CAP_NOPE'"),
     (["--user", "nosuchuser"], "unable to find user nosuchuser"),
     (["--user", "1000:"], "bad user '1000:'"),
+    # (uid_t)-1 is "no change" to setuid(2): not an id a user can have.
+    (["--user", "4294967295"],
+     "bad user '4294967295': id out of range: use 0 to 4294967294"),
+    (["--user", "0:4294967295"], "bad user '0:4294967295': id out of"),
     (["--security-opt", "bogus"], "unknown security option 'bogus'"),
 ])
 def test_bad_input_is_one_line(stage, opts, words):
