@@ -320,7 +320,30 @@ def parse_profile(data: object, caps: Iterable[str] = (), *,
             raise fail(f"{where} must be an object")
         if _applies(entry, have, goarch and goarch.goarch, where, fail):
             profile.syscalls.append(_rule(entry, where, fail))
+    # runbox's child makes one call under the filter: execve.  Were it
+    # refused, the child could not start the command, nor (its write and
+    # exit refused too, as with a bare defaultAction of SCMP_ACT_ERRNO)
+    # say so: it would crash, and look like the command's own SIGSEGV.
+    if not lets_through(profile, "execve"):
+        raise fail("it does not allow execve, which starts the command")
     return profile
+
+
+_LETS_THROUGH = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
+
+
+def lets_through(profile: Profile, name: str) -> bool:
+    """Whether the profile lets the call name through, whatever its
+    arguments: as the filter decides, the first rule without conditions
+    ends the call's rules, and the default action comes after them."""
+    for rule in profile.syscalls:
+        if name not in rule.names:
+            continue
+        if rule.action not in _LETS_THROUGH:
+            return False
+        if not rule.args:
+            return True
+    return profile.default_action in _LETS_THROUGH
 
 
 def _rule(entry: dict, where: str, fail: _Fail) -> Syscall:

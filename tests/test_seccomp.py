@@ -272,7 +272,7 @@ def test_a_docker_profile_with_includes_and_excludes(tmp_path):
         "defaultErrnoRet": 1,
         "architectures": ["SCMP_ARCH_X86_64"],
         "syscalls": [
-            {"names": ["read", "write", "no_such_call"],
+            {"names": ["read", "write", "execve", "no_such_call"],
              "action": "SCMP_ACT_ALLOW"},
             {"name": "ptrace", "action": "SCMP_ACT_ALLOW",
              "includes": {"caps": ["CAP_SYS_PTRACE"]}},
@@ -287,18 +287,55 @@ def test_a_docker_profile_with_includes_and_excludes(tmp_path):
         ]})
     plain = seccomp.load_profile(path, set(), arch="x86_64")
     assert [r.names for r in plain.syscalls] == [
-        ["read", "write", "no_such_call"], ["uname"], ["arch_prctl"],
-        ["socket"]]
+        ["read", "write", "execve", "no_such_call"], ["uname"],
+        ["arch_prctl"], ["socket"]]
     traced = seccomp.load_profile(path, {"CAP_SYS_PTRACE", "SYS_ADMIN"},
                                   arch="aarch64")
     assert [r.names for r in traced.syscalls] == [
-        ["read", "write", "no_such_call"], ["ptrace"], ["socket"]]
+        ["read", "write", "execve", "no_such_call"], ["ptrace"],
+        ["socket"]]
     assert plain.syscalls[3].args == [Arg(0, 40, "SCMP_CMP_NE")]
     # The unknown name is kept (it may be known elsewhere) and skipped.
     program = seccomp.compile(plain, "x86_64")
     assert run_bpf(program, X86_64["read"]) == ALLOW
     assert run_bpf(program, X86_64["socket"], args=(40,)) == EPERM
     assert run_bpf(program, X86_64["socket"], args=(2,)) == ALLOW
+
+
+@pytest.mark.parametrize("profile", [
+    # Nothing allowed at all: not even the exit that would report it.
+    {"defaultAction": "SCMP_ACT_ERRNO"},
+    {"defaultAction": "SCMP_ACT_ALLOW",
+     "syscalls": [{"names": ["execve"], "action": "SCMP_ACT_KILL"}]},
+    # Allowed only for some arguments, which runbox cannot promise.
+    {"defaultAction": "SCMP_ACT_ERRNO",
+     "syscalls": [{"names": ["execve"], "action": "SCMP_ACT_ALLOW",
+                   "args": [{"index": 2, "value": 0,
+                             "op": "SCMP_CMP_EQ"}]}]},
+])
+def test_a_profile_that_stops_the_command_starting(profile):
+    # The filter goes in before execve: a profile refusing it would crash
+    # runbox's child before the command, and read as the command's SIGSEGV.
+    with pytest.raises(RunboxError) as caught:
+        seccomp.parse_profile(profile, source="p.json")
+    assert str(caught.value) == ("seccomp profile p.json: it does not "
+                                 "allow execve, which starts the command")
+
+
+def test_lets_through_decides_as_the_filter_does():
+    rules = [Syscall(["write"], "SCMP_ACT_ALLOW", None,
+                     [Arg(0, 1, "SCMP_CMP_EQ")]),
+             Syscall(["write"], "SCMP_ACT_ERRNO"),
+             Syscall(["read"], "SCMP_ACT_LOG"),
+             Syscall(["read"], "SCMP_ACT_ERRNO")]
+    profile = Profile("SCMP_ACT_ALLOW", syscalls=rules)
+    # write: allowed for fd 1 only, then refused: not whatever its args.
+    assert not seccomp.lets_through(profile, "write")
+    # read: the first rule without conditions decides.
+    assert seccomp.lets_through(profile, "read")
+    # No rule: the default action.
+    assert seccomp.lets_through(profile, "getpid")
+    assert not seccomp.lets_through(Profile("SCMP_ACT_ERRNO"), "getpid")
 
 
 def test_the_oci_form_reads_back_the_same():

@@ -68,6 +68,17 @@ def test_bad_input_is_one_line(stage, opts, words):
     assert line.startswith(f"runbox: {words}")
 
 
+def test_a_profile_refusing_execve_is_one_line(stage, tmp_path):
+    # Not a crash of runbox's child that reads as the command's 139.
+    profile = tmp_path / "deny-all.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ERRNO"}')
+    result = stage(5, "--security-opt", f"seccomp={profile}", "true")
+    assert result.returncode == 125
+    assert result.stderr.splitlines() == [
+        f"runbox: seccomp profile {profile}: it does not allow execve, "
+        "which starts the command"]
+
+
 def test_malformed_profile_is_one_line(stage, tmp_path):
     profile = tmp_path / "profile.json"
     profile.write_text("{not json")
