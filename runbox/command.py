@@ -57,10 +57,12 @@ def images_() -> int:
 
 
 def gc() -> int:
-    """Remove the cgroups, processes and directories of containers whose
-    runbox died, and only those."""
+    """Remove what dead runboxes left: their containers' cgroups,
+    processes and directories, and their half-made images."""
     for cid in container.gc():
         print(f"removed {cid}")
+    for work in images.gc():
+        print(f"removed {work}")
     return 0
 
 

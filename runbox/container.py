@@ -190,9 +190,13 @@ def main(argv: list[str]) -> int:
     if argv != ["gc"]:
         print("usage: python -m runbox.container gc", file=sys.stderr)
         return 125
+    from runbox import images
+
     try:
         for cid in gc():
             print(f"removed {cid}")
+        for work in images.gc():
+            print(f"removed {work}")
     except (RunboxError, OSError) as exc:
         print(f"runbox: {exc}", file=sys.stderr)
         return 125

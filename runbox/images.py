@@ -256,6 +256,25 @@ def _remove_stale(image: Path) -> None:
             pass  # another build swept it at the same moment
 
 
+def gc() -> list[str]:
+    """Delete what dead builds, imports and uid-shifted copies left in
+    every image; return the work directories removed."""
+    removed = []
+    try:
+        names = sorted(os.listdir(paths.images_dir()))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        image = paths.images_dir() / name
+        if not image.is_dir() or image.is_symlink():
+            continue
+        before = set(os.listdir(image))
+        _remove_stale(image)
+        removed += [f"{name}/{entry}" for entry in
+                    sorted(before - set(os.listdir(image)))]
+    return removed
+
+
 def _remove_if_empty(image: Path) -> None:
     # A concurrent build of the same name that made the directory a
     # moment ago but not yet its work directory then fails with "No such

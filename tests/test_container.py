@@ -112,3 +112,24 @@ def test_gc_takes_a_killed_runbox_not_yet_reaped_for_dead(state_root,
             os.killpg(proc.pid, 9)
         proc.wait()
         container.gc()
+
+
+def test_gc_removes_what_dead_image_builds_left(state_root):
+    # A build, import or uid-shifted copy killed half-way leaves its work
+    # directory in the image; gc takes it when its maker is gone, and
+    # leaves a live one's alone.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    image = state_root / "images/bb"
+    (image / "rootfs").mkdir(parents=True)
+    left = image / f".shift-{dead.pid}-abcd1234"
+    live = image / f".build-{os.getpid()}-efgh5678"
+    left.mkdir()
+    live.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "runbox.container", "gc"],
+        capture_output=True, text=True,
+        env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"removed bb/{left.name}\n"
+    assert sorted(p.name for p in image.iterdir()) == [live.name, "rootfs"]
