@@ -85,14 +85,14 @@ def parse_cpus(text: str | None) -> Cpu | None:
 def parse_pids(text: str | None) -> Pids | None:
     if text is None:
         return None
-    if not text.strip().isascii() or not text.strip().isdigit() or \
-            int(text) < 1:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or int(digits) < 1:
         raise RunboxError(
             f"--pids-limit: {text!r} is not a positive whole number")
-    if int(text) > MAX_PIDS:
+    if int(digits) > MAX_PIDS:
         raise RunboxError(
-            f"--pids-limit: {text} is out of range: use 1 to {MAX_PIDS}")
-    return Pids(int(text))
+            f"--pids-limit: {digits} is out of range: use 1 to {MAX_PIDS}")
+    return Pids(int(digits))
 
 
 def parse(*, memory: str | None = None, memory_swap: str | None = None,
