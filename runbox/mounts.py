@@ -85,6 +85,14 @@ def parse_options(options: list[str]) -> tuple[int, str | None]:
     return flags, ",".join(data) or None
 
 
+def flags_of(mounts: list[Mount], destination: str) -> int:
+    """The mount(2) flags the entry for destination is mounted with."""
+    for entry in mounts:
+        if entry.destination == destination:
+            return parse_options(entry.options)[0]
+    raise RunboxError(f"no mount at {destination} in the container's spec")
+
+
 def mount_all(mounts: list[Mount], *, host_root: str | None = None) -> None:
     """Mount each entry, in order, creating its mount point if missing.
 

@@ -3,6 +3,8 @@
 Each closes a known way out of the earlier stages:
 
     masked paths     /proc/kcore, /proc/keys and friends show nothing
+    no devices       a node made with CAP_MKNOD (the host's disk) opens
+                     nothing: the writable mounts lose `dev`
     read-only paths  /proc/sys, /proc/sysrq-trigger cannot be written
     a new session    no controlling terminal to push keystrokes into
                      (TIOCSTI) on the caller's behalf
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 from runbox import libc, trace
 from runbox.errors import RunboxError
-from runbox.libc import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT
+from runbox.libc import MS_BIND, MS_NODEV, MS_RDONLY, MS_REC, MS_REMOUNT
 
 # docker's lists: files that leak the host's memory, keys or timing, and
 # directories of hardware the container has no business with.
@@ -61,6 +63,24 @@ def make_readonly(paths: list[str]) -> None:
         libc.mount(path, path, None, MS_BIND | MS_REC | MS_REMOUNT
                    | MS_RDONLY, None,
                    why="no write can change the host's kernel settings")
+
+
+def forbid_devices(dev_flags: int) -> None:
+    """No device node made in the container opens anything.
+
+    runbox keeps CAP_MKNOD, as docker does, and docker pairs it with a
+    device cgroup that lets only /dev/null and its like be opened: without
+    that, mknod of the host's disk and a read of it is the whole escape.
+    runbox closes it with mount flags instead, on both cgroup versions:
+    the writable filesystems it gave the container, the overlay root and
+    /dev, lose `dev`, so a node made on them opens nothing (EACCES).
+    /dev's own nodes are bind mounts of their own and keep working.
+    Remounting a bind sets its flags anew, so /dev's are given again.
+    """
+    for point, flags in (("/", 0), ("/dev", dev_flags)):
+        libc.mount(None, point, None, MS_REMOUNT | MS_BIND | MS_NODEV
+                   | flags, None,
+                   why="a device node made here opens nothing")
 
 
 def close_fds(keep: set[int]) -> None:

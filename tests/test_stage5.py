@@ -6,6 +6,7 @@ Each assertion reads what the kernel reports inside the container.
 import os
 import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,54 @@ def test_own_session_seen_from_the_host(state_root, image_root):
         assert os.getsid(proc.pid) != pid
         assert os.getsid(0) != pid
         assert press_until_it_ends(proc, signal.SIGTERM) == 128 + signal.SIGKILL
+
+@pytest.fixture
+def host_block_device(tmp_path):
+    """A block device of the host's holding a known secret: a loop device
+    of the test's own over a file, detached at the end."""
+    if shutil.which("losetup") is None:
+        pytest.skip("needs losetup (util-linux)")
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"HOST-SECRET-ON-A-DISK\n".ljust(1 << 20, b"\0"))
+    made = subprocess.run(["losetup", "--find", "--show", str(image)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"no loop device here: {made.stderr.strip()}")
+    device = made.stdout.strip()
+    try:
+        rdev = os.stat(device).st_rdev
+        yield os.major(rdev), os.minor(rdev)
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=True)
+
+
+READ_DISK = ("mknod {at} b {major} {minor} && head -c 21 {at}; echo; "
+             "echo status=$?")
+
+
+@pytest.mark.parametrize("at", ["/disk", "/dev/disk", "/tmp/disk"])
+def test_a_device_node_made_inside_opens_nothing(stage, host_block_device,
+                                                 at):
+    # CAP_MKNOD stays, as in docker; docker pairs it with a device cgroup.
+    # Stage 04 shows the hole: a node of the host's disk reads the disk.
+    major, minor = host_block_device
+    script = READ_DISK.format(at=at, major=major, minor=minor)
+    open_door = stage(4, "sh", "-c", script)
+    assert "HOST-SECRET-ON-A-DISK" in open_door.stdout
+    # Stage 05: the node can still be made, but not opened.
+    closed = stage(5, "sh", "-c", script)
+    assert "HOST-SECRET" not in closed.stdout
+    assert "Permission denied" in closed.stderr, closed.stderr
+
+
+def test_dev_still_works_without_devices_of_its_own(stage):
+    result = stage(5, "sh", "-c",
+                   "echo x > /dev/null && head -c 4 /dev/zero | wc -c && "
+                   "head -c 4 /dev/urandom | wc -c && ls -l /dev/null "
+                   "/dev/zero /dev/full /dev/random /dev/urandom /dev/tty; "
+                   "echo y > /dev/full; touch /dev/new && echo writable")
+    assert result.stdout.splitlines()[:2] == ["4", "4"]
+    modes = [line.split()[0] for line in result.stdout.splitlines()[2:8]]
+    assert modes == ["crw-rw-rw-"] * 6
+    assert "No space left on device" in result.stderr
+    assert result.stdout.splitlines()[-1] == "writable"

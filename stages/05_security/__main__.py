@@ -84,15 +84,21 @@ def run(config: spec.Spec, bundle: container.Bundle,
 
             # The host's root goes last: a user namespace may mount a
             # new /proc only while a full one is in sight, and binds /sys
-            # and the device nodes from the host's.
+            # from the host's.  The device nodes are the host's own,
+            # bound: each a mount of its own, which keeps working below
+            # when /dev itself may hold no device.
             mounts.mount_all(config.mounts, host_root=old_root)
-            mounts.populate_dev(host_dev=f"{old_root}/dev" if ids else None)
+            mounts.populate_dev(host_dev=f"{old_root}/dev")
             newroot.detach_old_root()
             newroot.write_etc(config.hostname, resolv_conf)
 
             # What /proc and /sys would tell or let change about the host.
             security.mask(config.linux.masked_paths)
             security.make_readonly(config.linux.readonly_paths)
+
+            # CAP_MKNOD stays, as in docker: a node it makes, of the
+            # host's disk say, must open nothing.
+            security.forbid_devices(mounts.flags_of(config.mounts, "/dev"))
 
             # A session of its own: the caller's terminal is no longer
             # its controlling terminal, so TIOCSTI cannot reach it.
