@@ -108,11 +108,19 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
             if place:
                 place(pid)
             libc.write(go_w, b"1", why="the child may go on")
-        except BaseException:
+        except BaseException as exc:
             os.close(go_w)
             os.close(r)
-            os.waitpid(pid, 0)
+            _, status = os.waitpid(pid, 0)
             signals.reaped()
+            if isinstance(exc, BrokenPipeError):
+                # Gone before it was let go: a signal ended it there (see
+                # SignalForwarder._handle), with 128 + its number.
+                code = exit_code(status)
+                raise RunboxError(
+                    f"interrupted by {libc.signal_name(code - 128)}"
+                    if code > 128 else "the container's process ended "
+                    "before it started", exit_code=code) from None
             raise
     try:
         with open(r, "rb") as pipe:
@@ -278,6 +286,7 @@ class SignalForwarder:
         self.saved: dict[int, object] = {}
 
     def __enter__(self) -> SignalForwarder:
+        self.owner = os.getpid()
         for sig in FORWARDED:
             self.saved[sig] = signal.signal(sig, self._handle)
         return self
@@ -295,6 +304,12 @@ class SignalForwarder:
         self.ended = True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self.owner:
+            # The container's process, before its exec, has this handler
+            # too (a Ctrl-C reaches runbox's whole process group).  It
+            # must end there, and not unwind through runbox's cleanup,
+            # which is the parent's to do.
+            os._exit(128 + signum)
         if self.ended:
             return
         if self.pid is None:

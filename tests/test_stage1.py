@@ -100,3 +100,48 @@ def test_command_starts_with_default_signal_dispositions(stage):
     # pipeline like `yes | head` complains instead of ending quietly.
     result = stage(1, "grep", "SigIgn", "/proc/self/status")
     assert result.stdout.split() == ["SigIgn:", "0000000000000000"]
+
+
+SIGNAL_BEFORE_EXEC = """
+import os, signal, sys, time
+from runbox import process
+from runbox.errors import RunboxError
+
+print(os.getpid(), flush=True)
+with process.SignalForwarder() as signals:
+    try:
+        def child():
+            process.exec_command(["true"], {"PATH": "/bin"})
+
+        def place(pid):
+            # While the child waits to be let go, as a Ctrl-C to the
+            # whole process group would find it (given straight after the
+            # fork, Python's after-fork code in the child may drop it).
+            time.sleep(0.2)
+            os.kill(pid, signal.SIGTERM)
+            time.sleep(0.2)
+
+        try:
+            pid = process.spawn(child, signals, place=place)
+            print(process.wait(pid, signals))
+        except RunboxError as exc:
+            print(exc.exit_code, exc)
+    finally:
+        # runbox's cleanup: only the parent may ever come here.
+        with open(sys.argv[1], "a") as f:
+            f.write(f"{os.getpid()}\\n")
+"""
+
+
+def test_a_signal_before_exec_ends_only_the_child(tmp_path):
+    # The child inherits runbox's handler.  A signal it gets before its
+    # exec must end it there, not unwind it through runbox's cleanup (its
+    # cgroup removed from inside, the bundle deleted, two error lines).
+    marker = tmp_path / "cleanup-ran-in"
+    result = subprocess.run(
+        [sys.executable, "-c", SIGNAL_BEFORE_EXEC, str(marker)],
+        capture_output=True, text=True, timeout=30)
+    parent, said = result.stdout.split("\n", 1)
+    assert said == "143 interrupted by SIGTERM\n", result.stderr
+    assert result.stderr == ""
+    assert marker.read_text().split() == [parent]

@@ -7,12 +7,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import (
-    Background, assert_locked_down, cap_mask, container_pid, needs_root,
+    STAGES, Background, assert_locked_down, cap_mask, container_pid, needs_root,
     press_until_it_ends, status,
 )
 from runbox import capabilities
@@ -244,3 +246,35 @@ def test_dev_still_works_without_devices_of_its_own(stage):
     assert modes == ["crw-rw-rw-"] * 6
     assert "No space left on device" in result.stderr
     assert result.stdout.splitlines()[-1] == "writable"
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_ctrl_c_during_setup_is_one_line_at_most(state_root, image_root, n):
+    # A terminal's Ctrl-C reaches runbox's whole process group, the child
+    # too while it is still runbox's Python, before its exec.  Whenever it
+    # comes, runbox ends with 130 (or the command's 0), says so once at
+    # most, and leaves nothing (the fixture checks).
+    argv = [sys.executable, str(STAGES[n]), "-q", "--rootfs",
+            str(image_root), "--pids-limit", "8", "true"]
+    for i in range(24):
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+            env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+        # Once its container directory is there (Python's own start-up,
+        # before that, is no place runbox can answer from), at steps of
+        # 2 ms through the cgroup, the fork and the child's set-up.
+        containers = state_root / "containers"
+        for _ in range(5000):
+            if proc.poll() is not None or (
+                    containers.is_dir() and any(containers.iterdir())):
+                break
+            time.sleep(0.001)
+        time.sleep(0.002 * i)
+        try:
+            os.killpg(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 130), err
+        assert err.splitlines() in ([], ["runbox: interrupted by SIGINT"])
