@@ -54,12 +54,17 @@ def create() -> Bundle:
     # owner file, or it would take it for a dead one.
     partial = Bundle(cid, root / f".new-{os.getpid()}-{cid}")
     partial.dir.mkdir(mode=0o700)
-    owner = f"{os.getpid()} {pids.start_time(os.getpid())}\n"
-    (partial.dir / "owner").write_text(owner)
-    for d in (partial.upper, partial.work, partial.merged):
-        d.mkdir(mode=0o755)
-    bundle = Bundle(cid, root / cid)
-    partial.dir.rename(bundle.dir)
+    try:
+        owner = f"{os.getpid()} {pids.start_time(os.getpid())}\n"
+        (partial.dir / "owner").write_text(owner)
+        for d in (partial.upper, partial.work, partial.merged):
+            d.mkdir(mode=0o755)
+        bundle = Bundle(cid, root / cid)
+        partial.dir.rename(bundle.dir)
+    except BaseException:
+        # A Ctrl-C comes as an exception, here as anywhere.
+        shutil.rmtree(partial.dir, ignore_errors=True)
+        raise
     return bundle
 
 
