@@ -278,4 +278,4 @@ def test_ctrl_c_during_setup_is_one_line_at_most(state_root, image_root, n):
         _, err = proc.communicate(timeout=60)
         assert proc.returncode in (0, 130), err
         assert err.splitlines() in ([], ["runbox: interrupted by SIGINT"])
-        assert list(containers.iterdir()) == []
+        assert not containers.exists() or list(containers.iterdir()) == []
