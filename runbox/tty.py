@@ -80,14 +80,18 @@ def _copy_size(master: int) -> None:
 
 def relay(master: int) -> None:
     """Copy between our stdin/stdout and the master until the container's
-    side is closed.  Our terminal is raw meanwhile and restored after.
+    side is closed, or ours.  Our terminal is raw meanwhile and restored
+    after.
 
     The master is non-blocking and input waits in a buffer until the
     terminal takes it: a container that is busy writing (cat fed a large
     pipe) never stops runbox from reading what it writes, so the two
-    cannot wait on each other.
+    cannot wait on each other.  When our own terminal goes (a window
+    closed, ssh dropped) or our output's reader does, the master is
+    closed: the container's terminal hangs up too, as it would have at a
+    terminal of its own.
     """
-    stdin = sys.stdin.fileno()
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     saved = None
     if os.isatty(stdin):
         saved = termios.tcgetattr(stdin)
@@ -113,27 +117,47 @@ def relay(master: int) -> None:
                     data = b""
                 if data == b"":
                     return
-                if data:
-                    os.write(sys.stdout.fileno(), data)
+                if data and not _write_all(stdout, data):
+                    return  # nobody reads us any more: hang up
             if writable:
                 try:
                     pending = pending[os.write(master, pending):]
                 except BlockingIOError:
                     pass
             if stdin in ready:
-                data = os.read(stdin, 65536)
+                try:
+                    data = os.read(stdin, 65536)
+                except OSError:  # EIO: our terminal has hung up
+                    return
                 if data:
                     pending = data
                     line_done = data.endswith(b"\n")
+                elif saved is not None:
+                    return  # our terminal has hung up: hang up the other
                 else:
-                    # EOF: keep showing output, and tell the container.
+                    # The end of a pipe: keep showing output, and tell the
+                    # container, as a person would.
                     reading = False
                     pending = _eof(master, line_done)
     finally:
         signal.signal(signal.SIGWINCH, old_winch)
         if saved is not None:
-            termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+            try:
+                termios.tcsetattr(stdin, termios.TCSADRAIN, saved)
+            except termios.error:
+                pass  # hung up: there is no terminal left to restore
         os.close(master)
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write all of data; False if fd's other side has gone (EIO from a
+    hung-up terminal, EPIPE from a closed pipe)."""
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        return False
+    return True
 
 
 def _eof(master: int, line_done: bool) -> bytes:

@@ -153,3 +153,48 @@ def test_a_large_piped_stdin_does_not_stall(image_root, state_root):
             container.gc()
     assert proc.returncode == 0, err
     assert out.replace(b"\r\n", b"\n") == lines
+
+
+def test_closing_the_terminal_ends_the_container(image_root, state_root):
+    # A closed window or a dropped ssh session: runbox's terminal hangs up,
+    # and so must the container's, whose shell then ends.  PID 1 ignores
+    # the SIGHUP runbox passes on, so that alone would leave both running.
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["RUNBOX_ROOT"] = str(state_root)
+        os.execv(sys.executable, [
+            sys.executable, "-m", "runbox.command", "run", "--rootfs",
+            str(image_root), "-t", "sh"])
+    try:
+        assert b"# " in read_until(fd, b"# ")
+        os.close(fd)
+        fd = -1
+        for _ in range(3000):
+            ended, status = os.waitpid(pid, os.WNOHANG)
+            if ended:
+                break
+            time.sleep(0.01)
+        assert ended, "runbox still runs after its terminal hung up"
+        pid = 0
+        assert not any((state_root / "containers").iterdir())
+    finally:
+        if pid:
+            os.kill(pid, 9)  # runbox, the test's own child
+            os.waitpid(pid, 0)
+            from runbox import container
+            container.gc()
+        if fd >= 0:
+            os.close(fd)
+
+
+def test_output_to_a_closed_pipe_is_no_runbox_failure(image_root,
+                                                      state_root):
+    # `runbox run -t yes | head -1`: once head has gone, the container's
+    # terminal hangs up and yes ends of it, as it would writing to the
+    # pipe itself; runbox reports no failure of its own.
+    result = subprocess.run(
+        f"{sys.executable} -m runbox.command run --rootfs {image_root} -t "
+        "yes | head -1", shell=True, capture_output=True, text=True,
+        timeout=60, env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+    assert result.stdout.splitlines() == ["y"]
+    assert result.stderr == ""
