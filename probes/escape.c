@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define REFUSED 125
@@ -368,6 +369,7 @@ static void probe_tiocsti(int tty)
 {
 	const char *name = "tiocsti";
 	char ch = ' ';
+	pid_t sid;
 
 	if (!tty) {
 		SKIPPED(name, "run with --tty to push a space into the "
@@ -376,6 +378,17 @@ static void probe_tiocsti(int tty)
 	}
 	if (!isatty(0)) {
 		SKIPPED(name, "fd 0 is not a terminal");
+		return;
+	}
+	/*
+	 * With runbox's -t, fd 0 is the container's own terminal, the
+	 * controlling terminal of a session led inside the container (a
+	 * leader outside its PID namespace shows as session 0): a byte
+	 * pushed there is typed to the container's own shell, no escape.
+	 */
+	sid = getsid(0);
+	if (sid > 0 && tcgetsid(0) == sid) {
+		SKIPPED(name, "fd 0 is the container's own terminal (-t)");
 		return;
 	}
 	if (ioctl(0, TIOCSTI, &ch) != 0)

@@ -279,3 +279,16 @@ def test_the_probe_refuses_a_pid_namespace_alone(lab_root):
         "escape: refusing to run: not in a mount namespace of its own\n")
     assert result.returncode == 125
     assert typed == b""
+
+
+@needs_stage5
+def test_under_t_the_terminal_is_the_container_s_own(stage5, lab_root):
+    # With -t the container's terminal is its own: pushing a byte into it
+    # types to the container's shell, which is no escape, and the probe
+    # says so rather than reporting a door open.
+    result = stage5(5, "-t", "--rootfs", str(lab_root), "/lab/escape",
+                    "--tty", input="")
+    found = verdicts(result)
+    assert found["tiocsti"] == \
+        "skipped (fd 0 is the container's own terminal (-t))"
+    assert result.returncode == 0, result.stdout
