@@ -99,9 +99,18 @@ def close_fds(keep: set[int]) -> None:
 
 
 def enter_workdir(cwd: str) -> None:
-    """chdir into cwd, and make sure it lies inside the container's root."""
+    """chdir into cwd, made first if it is missing (as docker does), and
+    make sure it lies inside the container's root."""
     if not os.path.isabs(cwd):
         raise RunboxError(f"working directory {cwd!r} is not absolute")
+    # After pivot_root every path is the container's, and /proc is
+    # read-only: nothing made here can land on the host.
+    made = ""
+    for part in cwd.strip("/").split("/"):
+        made += "/" + part
+        if part and not os.path.lexists(made):
+            libc.mkdir(made, 0o755, why="a missing working directory is "
+                                        "made, as docker does")
     libc.chdir(cwd, why="the command's working directory")
     try:
         os.getcwd()

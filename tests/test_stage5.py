@@ -170,6 +170,20 @@ def test_workdir_inside_works(stage):
     assert stage(5, "-w", "/etc", "pwd").stdout == "/etc\n"
 
 
+def test_a_missing_workdir_is_made(stage):
+    # As docker does: made in the container's root (its overlay), by root.
+    result = stage(5, "-u", "nobody", "-w", "/work/here", "sh", "-c",
+                   "pwd; ls -ld /work/here")
+    cwd, listing = result.stdout.splitlines()
+    assert cwd == "/work/here"
+    assert listing.split()[:4] == ["drwxr-xr-x", "2", "root", "root"]
+    # A file in the way is still refused, in one line.
+    refused = stage(5, "-w", "/etc/passwd/x", "pwd")
+    assert refused.returncode == 125
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("runbox: ")
+
+
 def test_own_session(stage):
     # C25: the container is a session of its own, so the caller's terminal
     # is not its controlling terminal.  Seen from inside: PID 1 leads its
