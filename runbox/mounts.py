@@ -85,14 +85,6 @@ def parse_options(options: list[str]) -> tuple[int, str | None]:
     return flags, ",".join(data) or None
 
 
-def flags_of(mounts: list[Mount], destination: str) -> int:
-    """The mount(2) flags the entry for destination is mounted with."""
-    for entry in mounts:
-        if entry.destination == destination:
-            return parse_options(entry.options)[0]
-    raise RunboxError(f"no mount at {destination} in the container's spec")
-
-
 def mount_all(mounts: list[Mount], *, host_root: str | None = None) -> None:
     """Mount each entry, in order, creating its mount point if missing.
 
@@ -153,11 +145,14 @@ BIND_WHY = {
 }
 
 
-def populate_dev(dev: str = "/dev", *, host_dev: str | None = None) -> None:
+def populate_dev(dev: str = "/dev", *, host_dev: str | None = None,
+                 own_mounts: bool = False) -> None:
     """Create the device nodes and links of a minimal /dev.
 
     With host_dev, the host's own device nodes are bound instead, as docker
-    does in a user namespace: there, mknod(2) of a device is refused.
+    does in a user namespace: there, mknod(2) of a device is refused.  With
+    own_mounts, each node made is bound onto itself, a mount of its own
+    that keeps working once /dev itself may hold no device (stage 05).
     """
     for name, major, minor in DEVICES:
         path = f"{dev}/{name}"
@@ -171,6 +166,10 @@ def populate_dev(dev: str = "/dev", *, host_dev: str | None = None) -> None:
                    why=f"the {name} device")
         # mknod applies the umask, which takes the write bits away.
         libc.chmod(path, 0o666, why="mknod's mode was cut by the umask")
+        if own_mounts:
+            libc.mount(path, path, None, MS_BIND, None,
+                       why="a mount of its own, which /dev's nodev will "
+                           "not reach")
     for target, link in DEV_LINKS:
         if dev != "/dev":
             link = dev + link.removeprefix("/dev")

@@ -212,13 +212,18 @@ def find_command(name: str, env: dict[str, str]) -> str:
 
 
 def exec_command(args: list[str], env: dict[str, str], *,
+                 last: Callable[[], None] | None = None,
                  why: str | None = None) -> NoReturn:
     """Look up args[0] on the container's PATH and execve it.
 
     A missing file gives 127; one that exists but cannot run gives 126.
+    last, if given, runs just before the execve, after the lookup and the
+    signals' reset: stage 05 puts its seccomp filter in there.
     """
     path = find_command(args[0], env)
     reset_signals()
+    if last:
+        last()
     try:
         libc.execve(path, args, env, why=why)
     except OSError as exc:

@@ -320,12 +320,12 @@ def parse_profile(data: object, caps: Iterable[str] = (), *,
             raise fail(f"{where} must be an object")
         if _applies(entry, have, goarch and goarch.goarch, where, fail):
             profile.syscalls.append(_rule(entry, where, fail))
-    # The last call runbox's child makes under the filter is execve (the
-    # only one, unless no-new-privileges=false puts the filter in before
-    # the capabilities are cut).  Were it refused, the child could not
-    # start the command, nor (its write and exit refused too, as with a
-    # bare defaultAction of SCMP_ACT_ERRNO) say so: it would crash, and
-    # look like the command's own SIGSEGV.
+    # The one call runbox's child makes under the filter is execve
+    # (unless no-new-privileges=false puts the filter in before the
+    # capabilities are cut).  Were it refused, the child could not start
+    # the command, nor (its write and exit refused too, as with a bare
+    # defaultAction of SCMP_ACT_ERRNO) say so: it would crash, and look
+    # like the command's own SIGSEGV.
     if not lets_through(profile, "execve"):
         raise fail("it does not allow execve, which starts the command")
     return profile

@@ -65,7 +65,11 @@ def make_readonly(paths: list[str]) -> None:
                    why="no write can change the host's kernel settings")
 
 
-def forbid_devices(dev_flags: int) -> None:
+# The per-mount flags statvfs(3) reports, with the values mount(2) takes.
+_KEPT_FLAGS = os.ST_RDONLY | os.ST_NOSUID | os.ST_NODEV | os.ST_NOEXEC
+
+
+def forbid_devices(points: tuple[str, ...] = ("/", "/dev")) -> None:
     """No device node made in the container opens anything.
 
     runbox keeps CAP_MKNOD, as docker does, and docker pairs it with a
@@ -75,9 +79,11 @@ def forbid_devices(dev_flags: int) -> None:
     the writable filesystems it gave the container, the overlay root and
     /dev, lose `dev`, so a node made on them opens nothing (EACCES).
     /dev's own nodes are bind mounts of their own and keep working.
-    Remounting a bind sets its flags anew, so /dev's are given again.
+    Remounting a bind sets its flags anew, so each keeps the ones it had
+    (the atime ones stay by themselves).
     """
-    for point, flags in (("/", 0), ("/dev", dev_flags)):
+    for point in points:
+        flags = os.statvfs(point).f_flag & _KEPT_FLAGS
         libc.mount(None, point, None, MS_REMOUNT | MS_BIND | MS_NODEV
                    | flags, None,
                    why="a device node made here opens nothing")

@@ -210,6 +210,7 @@ def test_own_session_seen_from_the_host(state_root, image_root):
         assert os.getsid(0) != pid
         assert press_until_it_ends(proc, signal.SIGTERM) == 128 + signal.SIGKILL
 
+
 @pytest.fixture
 def host_block_device(tmp_path):
     """A block device of the host's holding a known secret: a loop device
@@ -247,6 +248,21 @@ def test_a_device_node_made_inside_opens_nothing(stage, host_block_device,
     closed = stage(5, "sh", "-c", script)
     assert "HOST-SECRET" not in closed.stdout
     assert "Permission denied" in closed.stderr, closed.stderr
+
+
+@pytest.mark.parametrize("userns", [[], ["--userns"]])
+def test_the_dev_nodes_are_no_door_to_the_host_s(stage, userns):
+    # CAP_CHOWN and CAP_FOWNER stay: on a node bound from the host's /dev,
+    # chmod would change the host's own.  Without a user namespace the
+    # nodes are the container's, made inside; with one, the host's bound
+    # nodes belong to an unmapped root.
+    before = os.stat("/dev/full")
+    result = stage(5, *userns, "sh", "-c",
+                   "chmod 600 /dev/full; chown 1:1 /dev/full; ls -l /dev/full")
+    after = os.stat("/dev/full")
+    assert (after.st_mode, after.st_uid, after.st_ctime_ns) == \
+        (before.st_mode, before.st_uid, before.st_ctime_ns)
+    assert result.stdout.startswith("crw" if userns else "crw-------")
 
 
 def test_dev_still_works_without_devices_of_its_own(stage):

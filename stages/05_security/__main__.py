@@ -84,11 +84,12 @@ def run(config: spec.Spec, bundle: container.Bundle,
 
             # The host's root goes last: a user namespace may mount a
             # new /proc only while a full one is in sight, and binds /sys
-            # from the host's.  The device nodes are the host's own,
-            # bound: each a mount of its own, which keeps working below
-            # when /dev itself may hold no device.
+            # and the device nodes from the host's.  Each node is a mount
+            # of its own, which keeps working below when /dev itself may
+            # hold no device.
             mounts.mount_all(config.mounts, host_root=old_root)
-            mounts.populate_dev(host_dev=f"{old_root}/dev")
+            mounts.populate_dev(host_dev=f"{old_root}/dev" if ids else None,
+                                own_mounts=True)
             newroot.detach_old_root()
             newroot.write_etc(config.hostname, resolv_conf)
 
@@ -98,7 +99,7 @@ def run(config: spec.Spec, bundle: container.Bundle,
 
             # CAP_MKNOD stays, as in docker: a node it makes, of the
             # host's disk say, must open nothing.
-            security.forbid_devices(mounts.flags_of(config.mounts, "/dev"))
+            security.forbid_devices()
 
             # A session of its own: the caller's terminal is no longer
             # its controlling terminal, so TIOCSTI cannot reach it.
@@ -134,15 +135,18 @@ def run(config: spec.Spec, bundle: container.Bundle,
             if not user or user.uid == 0:
                 capabilities.set_process(keep)
 
-            # Last: after this only the syscalls the filter allows work,
-            # and execve is one of them.
+            # Last: the filter goes in once the command has been found and
+            # the signals reset, so that execve is the one call runbox
+            # makes under it.
+            last = None
             if config.process.no_new_privileges:
                 security.no_new_privs()
                 if program:
-                    seccomp.install(program, why="the syscalls the "
-                                                 "container may make")
+                    def last() -> None:
+                        seccomp.install(program, why="the syscalls the "
+                                                     "container may make")
             process.exec_command(
-                config.process.args, config.process.env,
+                config.process.args, config.process.env, last=last,
                 why="the container's PID 1 becomes the command")
 
         # A PID namespace belongs to the user namespace of its maker: with
