@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:
@@ -103,11 +104,18 @@ def relay(master: int) -> None:
     reading = True
     pending = b""
     line_done = True
+    eof_due = False
     try:
         while True:
             inputs = [master] + ([stdin] if reading and not pending else [])
             outputs = [master] if pending else []
-            ready, writable, _ = select.select(inputs, outputs, [])
+            # Once our input has ended, every read of the container's
+            # finds the end: a Ctrl-D whenever it has read all before
+            # (see _eof), looked at every 0.1 s.
+            if eof_due and not pending and _unread(master) == 0:
+                pending, line_done = _eof(master, line_done), True
+            ready, writable, _ = select.select(
+                inputs, outputs, [], 0.1 if eof_due else None)
             if master in ready:
                 try:
                     data = os.read(master, 65536)
@@ -137,8 +145,7 @@ def relay(master: int) -> None:
                 else:
                     # The end of a pipe: keep showing output, and tell the
                     # container, as a person would.
-                    reading = False
-                    pending = _eof(master, line_done)
+                    reading, eof_due = False, True
     finally:
         signal.signal(signal.SIGWINCH, old_winch)
         if saved is not None:
@@ -163,14 +170,35 @@ def _write_all(fd: int, data: bytes) -> bool:
 def _eof(master: int, line_done: bool) -> bytes:
     """What tells the container's terminal that our input has ended, as a
     person would: its EOF character (Ctrl-D), twice after a line left
-    unfinished, since the first only ends that line.  A program that has
-    put the terminal in raw mode would read it as a byte, not as an end,
-    so it gets nothing: such a program, fed from a pipe, waits on after
-    the pipe is empty, until it ends or runbox is stopped."""
-    attrs = termios.tcgetattr(master)
-    if not attrs[3] & termios.ICANON:
-        return b""
-    return attrs[6][termios.VEOF] * (1 if line_done else 2)
+    unfinished, since the first only ends that line.
+
+    A person presses it once what came before has been read, and so does
+    runbox, and again whenever the container has read it: a read after
+    the end finds the end again, as from a pipe.  Each is needed: a shell
+    switches its terminal to raw mode for its prompt, and a Ctrl-D taken
+    in as the canonical end just before reads as nothing then.  In raw
+    mode it is a byte: a line editor takes it for the end all the same; a
+    full-screen program fed from a pipe gets one Ctrl-D, whatever that
+    means to it, every tenth of a second while it reads, until it ends
+    or runbox is stopped."""
+    eof = termios.tcgetattr(master)[6][termios.VEOF]
+    return eof * (1 if line_done else 2)
+
+
+def _unread(master: int) -> int:
+    """How many bytes of input the container's side has yet to read: the
+    count on the terminal's other end, opened for the moment and closed
+    (kept open, it would hide the container's last close from runbox)."""
+    try:
+        peer = fcntl.ioctl(master, TIOCGPTPEER,
+                           os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return 0  # before Linux 4.13: the end is told without waiting
+    try:
+        count = fcntl.ioctl(peer, termios.FIONREAD, b"\0" * 4)
+    finally:
+        os.close(peer)
+    return struct.unpack("i", count)[0]
 
 
 def own_session() -> None:

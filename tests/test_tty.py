@@ -130,6 +130,18 @@ def test_the_end_of_a_piped_stdin_reaches_the_container(
         seen * 2
 
 
+def test_a_shell_fed_from_a_pipe_ends_at_its_end(image_root, state_root):
+    # busybox sh edits its line in raw mode at the prompt: there the end
+    # comes as a Ctrl-D byte, which its line editor takes as the end.
+    result = subprocess.run(
+        [sys.executable, "-m", "runbox.command", "run", "--rootfs",
+         str(image_root), "-t", "sh"], input=b"echo $((6 * 7))\n",
+        capture_output=True, timeout=60,
+        env={**os.environ, "RUNBOX_ROOT": str(state_root)})
+    assert result.returncode == 0, result.stderr
+    assert b"\r\n42\r\n" in result.stdout
+
+
 def test_a_large_piped_stdin_does_not_stall(image_root, state_root):
     # While cat's output waits to be read, the terminal takes no more
     # input: runbox must go on reading while it has input to give, or
