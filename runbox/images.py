@@ -106,6 +106,10 @@ def resolve_rootfs(rootfs: str | None) -> Path:
     path = image_rootfs(name) if name is not None else \
         Path(rootfs).absolute()
     try:
+        # Asked first, so that a closed directory on the way says so: on
+        # a newer Python, exists() and is_dir() may answer False for it.
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.stat(path)
         if name is not None and not path.is_dir():
             raise RunboxError(
                 f"rootfs {name!r} not found in {paths.images_dir()}: "

@@ -86,6 +86,10 @@ def spawn(child_main: Callable[[], NoReturn], signals: SignalForwarder, *,
                 os.close(fd)
         raise
     if pid == 0:
+        # Where runbox is itself PID 1 (in a container of its own), a
+        # child made in a new PID namespace is PID 1 too: the pid alone
+        # cannot tell the handler which side it runs on.
+        signals.in_child = True
         os.close(r)
         if sync:
             os.close(go_w)
@@ -285,6 +289,7 @@ class SignalForwarder:
     """
 
     def __init__(self) -> None:
+        self.in_child = False
         self.pid: int | None = None
         self.ended = False
         self.seen: set[int] = set()
@@ -309,7 +314,7 @@ class SignalForwarder:
         self.ended = True
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self.owner:
+        if self.in_child or os.getpid() != self.owner:
             # The container's process, before its exec, has this handler
             # too (a Ctrl-C reaches runbox's whole process group).  It
             # must end there, and not unwind through runbox's cleanup,

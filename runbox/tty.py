@@ -135,6 +135,8 @@ def relay(master: int) -> None:
             if stdin in ready:
                 try:
                     data = os.read(stdin, 65536)
+                except BlockingIOError:
+                    continue  # a non-blocking stdin with nothing after all
                 except OSError:  # EIO: our terminal has hung up
                     return
                 if data:
@@ -158,12 +160,15 @@ def relay(master: int) -> None:
 
 def _write_all(fd: int, data: bytes) -> bool:
     """Write all of data; False if fd's other side has gone (EIO from a
-    hung-up terminal, EPIPE from a closed pipe)."""
-    try:
-        while data:
+    hung-up terminal, EPIPE from a closed pipe).  A non-blocking fd that
+    is full is waited on."""
+    while data:
+        try:
             data = data[os.write(fd, data):]
-    except OSError:
-        return False
+        except BlockingIOError:
+            select.select([], [fd], [])
+        except OSError:
+            return False
     return True
 
 
