@@ -59,11 +59,7 @@ def images_() -> int:
 def gc() -> int:
     """Remove what dead runboxes left: their containers' cgroups,
     processes and directories, and their half-made images."""
-    for cid in container.gc():
-        print(f"removed {cid}")
-    for work in images.gc():
-        print(f"removed {work}")
-    return 0
+    return container.main(["gc"])
 
 
 def doctor_() -> int:

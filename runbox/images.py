@@ -240,12 +240,14 @@ def _work_dir(parent: Path, kind: str) -> Path:
                                  prefix=f".{kind}-{os.getpid()}-"))
 
 
-def _remove_stale(image: Path) -> None:
-    """Delete the work directories of builds whose process is gone.
+def _remove_stale(image: Path) -> list[str]:
+    """Delete the work directories of builds whose process is gone, and
+    return their names.
 
     A build killed by a signal or a power cut never reaches its cleanup;
-    the next build of the same name does it.
+    the next build of the same name does it, or gc.
     """
+    removed = []
     for entry in os.listdir(image):
         match = _WORK.fullmatch(entry)
         if match is None:
@@ -256,8 +258,10 @@ def _remove_stale(image: Path) -> None:
             continue  # a concurrent build, still at work
         try:
             shutil.rmtree(image / entry)
+            removed.append(entry)
         except FileNotFoundError:
             pass  # another build swept it at the same moment
+    return sorted(removed)
 
 
 def gc() -> list[str]:
@@ -272,10 +276,7 @@ def gc() -> list[str]:
         image = paths.images_dir() / name
         if not image.is_dir() or image.is_symlink():
             continue
-        before = set(os.listdir(image))
-        _remove_stale(image)
-        removed += [f"{name}/{entry}" for entry in
-                    sorted(before - set(os.listdir(image)))]
+        removed += [f"{name}/{entry}" for entry in _remove_stale(image)]
     return removed
 
 

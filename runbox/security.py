@@ -3,9 +3,9 @@
 Each closes a known way out of the earlier stages:
 
     masked paths     /proc/kcore, /proc/keys and friends show nothing
+    read-only paths  /proc/sys, /proc/sysrq-trigger cannot be written
     no devices       a node made with CAP_MKNOD (the host's disk) opens
                      nothing: the writable mounts lose `dev`
-    read-only paths  /proc/sys, /proc/sysrq-trigger cannot be written
     a new session    no controlling terminal to push keystrokes into
                      (TIOCSTI) on the caller's behalf
     closed fds       no directory fd of the host's is left to climb from

@@ -104,18 +104,17 @@ def relay(master: int) -> None:
     reading = True
     pending = b""
     line_done = True
-    eof_due = False
     try:
         while True:
-            inputs = [master] + ([stdin] if reading and not pending else [])
-            outputs = [master] if pending else []
             # Once our input has ended, every read of the container's
             # finds the end: a Ctrl-D whenever it has read all before
             # (see _eof), looked at every 0.1 s.
-            if eof_due and not pending and _unread(master) == 0:
+            if not reading and not pending and _unread(master) == 0:
                 pending, line_done = _eof(master, line_done), True
+            inputs = [master] + ([stdin] if reading and not pending else [])
+            outputs = [master] if pending else []
             ready, writable, _ = select.select(
-                inputs, outputs, [], 0.1 if eof_due else None)
+                inputs, outputs, [], None if reading else 0.1)
             if master in ready:
                 try:
                     data = os.read(master, 65536)
@@ -147,7 +146,7 @@ def relay(master: int) -> None:
                 else:
                     # The end of a pipe: keep showing output, and tell the
                     # container, as a person would.
-                    reading, eof_due = False, True
+                    reading = False
     finally:
         signal.signal(signal.SIGWINCH, old_winch)
         if saved is not None:
